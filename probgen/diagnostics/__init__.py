@@ -1,0 +1,3 @@
+"""probgen.diagnostics (filled as its issue lands)."""
+
+__all__: list[str] = []

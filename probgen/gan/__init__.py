@@ -1,0 +1,3 @@
+"""probgen.gan (filled as its issue lands)."""
+
+__all__: list[str] = []

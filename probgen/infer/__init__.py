@@ -1,0 +1,3 @@
+"""probgen.infer (filled as its issue lands)."""
+
+__all__: list[str] = []

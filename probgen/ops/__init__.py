@@ -1,0 +1,5 @@
+"""Tensor operations shared by every family: shape helpers and divergence estimators."""
+
+from probgen.ops.shapes import append_dims, batch_mean, batch_sum, event_numel, flatten_event, unflatten_event
+
+__all__ = ["append_dims", "batch_mean", "batch_sum", "event_numel", "flatten_event", "unflatten_event"]

@@ -1,0 +1,3 @@
+"""probgen.vae (filled as its issue lands)."""
+
+__all__: list[str] = []
