@@ -1,3 +1,59 @@
-"""probgen.data (filled as its issue lands)."""
+"""Built-in data sets, exact toy densities, the 8x8 digits with dequantization, and user files.
 
-__all__: list[str] = []
+* :func:`toy2d` / :func:`toy2d_log_prob` / :func:`toy2d_entropy`: the 2-D sets of the flow and diffusion
+  papers, with the exact density of ``8gaussians``, ``checkerboard``, ``rings`` and ``circles``;
+* :func:`digits`, :func:`dequantize`, :func:`to_levels`, :func:`bits_per_dim`: scikit-learn's 8x8 digits with a
+  fixed split and uniform dequantization for bits/dim;
+* :func:`load_file`: ``.npy`` / ``.csv`` / ``.pt`` user data, never unpickled;
+* :func:`load` -> :class:`DataSet`: the one entry used by the CLI and :func:`probgen.fit` users;
+  :func:`list_datasets` for ``probgen data list``.
+
+See ``docs/data.md`` for the generators, densities, split and dequantization math.
+"""
+
+from __future__ import annotations
+
+from probgen.data.dataset import DATASET_NAMES, TOY2D_RANGE, DataSet, list_datasets, load
+from probgen.data.digits import (
+    DIGITS_NUM_LEVELS,
+    DIGITS_SCALES,
+    DIGITS_SPLIT_SIZES,
+    DIGITS_SPLITS,
+    bits_per_dim,
+    dequantize,
+    digits,
+    to_levels,
+)
+from probgen.data.files import FILE_EXTENSIONS, load_file
+from probgen.data.toy2d import (
+    TOY2D_DESCRIPTIONS,
+    TOY2D_NAMES,
+    TOY2D_WITH_DENSITY,
+    toy2d,
+    toy2d_entropy,
+    toy2d_log_prob,
+)
+
+__all__ = [
+    "DataSet",
+    "DATASET_NAMES",
+    "TOY2D_RANGE",
+    "load",
+    "list_datasets",
+    "TOY2D_NAMES",
+    "TOY2D_WITH_DENSITY",
+    "TOY2D_DESCRIPTIONS",
+    "toy2d",
+    "toy2d_log_prob",
+    "toy2d_entropy",
+    "DIGITS_NUM_LEVELS",
+    "DIGITS_SPLITS",
+    "DIGITS_SCALES",
+    "DIGITS_SPLIT_SIZES",
+    "digits",
+    "dequantize",
+    "to_levels",
+    "bits_per_dim",
+    "FILE_EXTENSIONS",
+    "load_file",
+]
