@@ -1,3 +1,21 @@
-"""probgen.nn (filled as its issue lands)."""
+"""Networks used as score, noise (epsilon) and energy models: MLPs, a small U-Net and time embeddings.
 
-__all__: list[str] = []
+Every network acts per sample (GroupNorm, never BatchNorm), works under ``torch.func.vmap`` / ``vjp``
+and takes only plain Python constructor arguments, returned by ``config()`` for checkpoints.
+"""
+
+from probgen.nn.embeddings import GaussianFourierFeatures, SinusoidalEmbedding, TIME_EMBEDDINGS, make_time_embedding
+from probgen.nn.mlp import ACTIVATIONS, MLP, ConditionedMLP, make_activation
+from probgen.nn.unet import UNet
+
+__all__ = [
+    "GaussianFourierFeatures",
+    "SinusoidalEmbedding",
+    "TIME_EMBEDDINGS",
+    "make_time_embedding",
+    "MLP",
+    "ConditionedMLP",
+    "ACTIVATIONS",
+    "make_activation",
+    "UNet",
+]

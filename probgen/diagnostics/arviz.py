@@ -1,0 +1,360 @@
+"""MCMC output as ArviZ ``InferenceData``: conversion, summaries, R-hat, ESS and trace plots.
+
+This is the only probgen module that imports :mod:`arviz`, and it does so lazily (inside functions):
+importing ArviZ pulls in matplotlib, which ``import probgen`` must not do.
+
+Inputs accepted everywhere (``samples``):
+
+* a ``pyro.infer.MCMC`` object after ``run`` — draws from ``get_samples(group_by_chain=True)``,
+  divergent transitions from ``diagnostics()`` (``sample_stats["diverging"]``) and the per-chain
+  acceptance rate (``sample_stats.attrs["acceptance_rate"]``);
+* a dict ``name -> Tensor (chains, draws, *shape)`` — probgen's batched chains;
+* a Tensor ``(chains, draws, *shape)``, named ``"x"``;
+* an ArviZ ``InferenceData`` (ArviZ 0.x) or ``xarray.DataTree`` (ArviZ 1.x), passed through.
+
+ArviZ versions. ArviZ 0.x (0.17–0.23 tested here with 0.23) takes ``az.from_dict(posterior=...,
+sample_stats=...)`` and returns an ``InferenceData``. ArviZ 1.x (a metapackage over arviz-base,
+arviz-stats and arviz-plots, Python >= 3.12) dropped ``from_pyro``, takes
+``az.from_dict({"posterior": {...}, "sample_stats": {...}})`` and returns an ``xarray.DataTree``;
+its ``summary`` rounds to 2 digits unless ``round_to`` is given and reports an equal-tailed interval
+instead of the HDI. The small branch for 1.x below follows the arviz-base / arviz-stats signatures
+but could not be exercised here (1.x needs Python >= 3.12).
+
+References:
+    Vehtari, Gelman, Simpson, Carpenter and Bürkner (2021), Rank-normalization, folding, and
+    localization: an improved R-hat for assessing convergence of MCMC, Bayesian Analysis,
+    arXiv:1903.08008.
+    Kumar, Carroll, Hartikainen and Martin (2019), ArviZ, JOSS 4(33), 1143.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from probgen._checks import check_choice
+
+__all__ = [
+    "to_inference_data",
+    "summary",
+    "rhat",
+    "ess",
+    "plot_trace",
+    "arviz_major_version",
+    "RHAT_METHODS",
+    "ESS_METHODS",
+]
+
+RHAT_METHODS = ("rank", "split", "folded", "z_scale", "identity")
+ESS_METHODS = ("bulk", "tail", "mean", "sd", "median", "mad", "local", "quantile", "identity")
+
+
+def _az() -> Any:
+    with warnings.catch_warnings():
+        # ArviZ 0.2x warns at import about the coming 1.0 refactor.
+        warnings.simplefilter("ignore", FutureWarning)
+        import arviz as az
+    return az
+
+
+def arviz_major_version() -> int:
+    """Major version of the installed ArviZ (0 or 1)."""
+    return int(str(_az().__version__).split(".")[0])
+
+
+def _to_numpy(name: str, value: Any) -> np.ndarray:
+    if isinstance(value, Tensor):
+        return value.detach().cpu().numpy()
+    if isinstance(value, np.ndarray):
+        return value
+    raise TypeError(f"{name} must be a torch.Tensor or numpy array, got {type(value).__name__}")
+
+
+def _is_inference_data(obj: Any) -> bool:
+    az = _az()
+    if hasattr(az, "InferenceData") and isinstance(obj, az.InferenceData):
+        return True
+    try:
+        import xarray as xr
+    except ImportError:  # pragma: no cover - arviz depends on xarray
+        return False
+    return hasattr(xr, "DataTree") and isinstance(obj, xr.DataTree)
+
+
+def _is_pyro_mcmc(obj: Any) -> bool:
+    from pyro.infer import MCMC
+
+    return isinstance(obj, MCMC)
+
+
+def _mcmc_arrays(mcmc: Any) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, Any]]:
+    if getattr(mcmc, "_samples", None) is None:
+        raise ValueError("samples is a pyro.infer.MCMC that has not been run; call mcmc.run(...) first")
+    draws = {k: _to_numpy(k, v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
+    if not draws:
+        raise ValueError("the pyro.infer.MCMC run has no sample sites")
+    num_chains, num_draws = next(iter(draws.values())).shape[:2]
+    stats: dict[str, np.ndarray] = {}
+    attrs: dict[str, Any] = {}
+    diag = mcmc.diagnostics()
+    if "divergences" in diag:
+        diverging = np.zeros((num_chains, num_draws), dtype=bool)
+        for c in range(num_chains):
+            idx = np.asarray(diag["divergences"].get(f"chain {c}", []), dtype=np.int64)
+            idx = idx[(idx >= 0) & (idx < num_draws)]
+            diverging[c, idx] = True
+        stats["diverging"] = diverging
+    if "acceptance rate" in diag:
+        attrs["acceptance_rate"] = [float(diag["acceptance rate"][f"chain {c}"]) for c in range(num_chains)]
+    return draws, stats, attrs
+
+
+def _chain_arrays(samples: Any) -> dict[str, np.ndarray]:
+    if isinstance(samples, Tensor):
+        samples = {"x": samples}
+    if not isinstance(samples, Mapping) or not samples:
+        raise TypeError(
+            "samples must be a pyro.infer.MCMC, a dict name -> Tensor (chains, draws, *shape), a Tensor "
+            f"(chains, draws, *shape) or an ArviZ InferenceData, got {type(samples).__name__}"
+        )
+    out: dict[str, np.ndarray] = {}
+    lead: tuple[int, int] | None = None
+    for name, value in samples.items():
+        if not isinstance(name, str):
+            raise TypeError(f"samples keys must be strings, got {type(name).__name__} {name!r}")
+        arr = _to_numpy(f"samples[{name!r}]", value)
+        if arr.ndim < 2:
+            raise ValueError(f"samples[{name!r}] must have shape (chains, draws, *shape), got {tuple(arr.shape)}")
+        if lead is None:
+            lead = tuple(arr.shape[:2])
+        elif tuple(arr.shape[:2]) != lead:
+            raise ValueError(
+                f"samples[{name!r}] has (chains, draws) = {tuple(arr.shape[:2])}, but other variables have {lead}"
+            )
+        out[name] = arr
+    return out
+
+
+def _from_dict(posterior: dict, sample_stats: dict, coords: Any, dims: Any) -> Any:
+    az = _az()
+    if arviz_major_version() >= 1:  # arviz-base: from_dict({group: {var: array}}, *, coords, dims)
+        groups = {"posterior": posterior}
+        if sample_stats:
+            groups["sample_stats"] = sample_stats
+        return az.from_dict(groups, coords=coords, dims=dims)
+    return az.from_dict(posterior=posterior, sample_stats=sample_stats or None, coords=coords, dims=dims)
+
+
+def to_inference_data(
+    samples: Any,
+    *,
+    sample_stats: Mapping[str, Tensor | np.ndarray] | None = None,
+    coords: Mapping[str, Sequence] | None = None,
+    dims: Mapping[str, Sequence[str]] | None = None,
+) -> Any:
+    """Convert MCMC draws to ArviZ ``InferenceData`` (``xarray.DataTree`` under ArviZ 1.x).
+
+    Args:
+        samples: a run ``pyro.infer.MCMC``, a dict ``name -> Tensor (chains, draws, *shape)``, a
+            Tensor ``(chains, draws, *shape)`` (named ``"x"``), or an ``InferenceData`` (returned as is).
+        sample_stats: extra per-draw statistics ``name -> (chains, draws)``; ``"diverging"`` (bool)
+            is what ArviZ reports as divergent transitions (``summary``, ``plot_trace``).
+        coords: ArviZ coordinates, e.g. ``{"dim": ["a", "b"]}``.
+        dims: ArviZ dimension names per variable, e.g. ``{"theta": ["dim"]}``.
+
+    Returns:
+        ``InferenceData`` with a ``posterior`` group (and ``sample_stats`` when available).
+
+    Example:
+        >>> idata = to_inference_data({"mu": torch.randn(2, 100)})
+        >>> dict(idata.posterior.sizes)
+        {'chain': 2, 'draw': 100}
+    """
+    if _is_inference_data(samples):
+        if sample_stats is not None:
+            raise ValueError("sample_stats cannot be added to an existing InferenceData; pass the draws instead")
+        return samples
+    attrs: dict[str, Any] = {}
+    if _is_pyro_mcmc(samples):
+        posterior, stats, attrs = _mcmc_arrays(samples)
+    else:
+        posterior, stats = _chain_arrays(samples), {}
+    lead = next(iter(posterior.values())).shape[:2]
+    for name, value in (sample_stats or {}).items():
+        arr = _to_numpy(f"sample_stats[{name!r}]", value)
+        if tuple(arr.shape[:2]) != tuple(lead):
+            raise ValueError(
+                f"sample_stats[{name!r}] must have shape (chains, draws) = {tuple(lead)}, got {tuple(arr.shape)}"
+            )
+        stats[name] = arr.astype(bool) if name == "diverging" else arr
+    idata = _from_dict(posterior, stats, coords, dims)
+    if attrs and stats:
+        idata["sample_stats"].attrs.update(attrs)
+    elif attrs:
+        idata["posterior"].attrs.update(attrs)
+    return idata
+
+
+def summary(samples_or_idata: Any, **kwargs: Any) -> Any:
+    """ArviZ summary table: mean, sd, credible interval, MCSE, bulk/tail ESS and R-hat per scalar.
+
+    Args:
+        samples_or_idata: anything :func:`to_inference_data` accepts.
+        **kwargs: forwarded to ``arviz.summary`` (``var_names``, ``kind``, ``round_to``, ...).
+
+    Returns:
+        ``pandas.DataFrame`` indexed by variable (``"theta[0]"`` for vector components), with columns
+        ``mean``, ``sd``, ``mcse_mean``, ``mcse_sd``, ``ess_bulk``, ``ess_tail``, ``r_hat`` and the
+        interval bounds (``hdi_3%``/``hdi_97%`` in ArviZ 0.x, ``eti89_lb``/``eti89_ub`` in 1.x).
+
+    Example:
+        >>> df = summary({"mu": torch.randn(2, 200)})
+        >>> {"mean", "sd", "mcse_mean", "ess_bulk", "ess_tail", "r_hat"} <= set(df.columns)
+        True
+    """
+    idata = to_inference_data(samples_or_idata)
+    az = _az()
+    if arviz_major_version() >= 1:
+        kwargs.setdefault("round_to", "none")  # arviz-stats rounds to 2 digits by default
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # e.g. R-hat of a constant draw
+        return az.summary(idata, **kwargs)
+
+
+def _as_dataset(result: Any) -> Any:
+    if hasattr(result, "data_vars"):
+        return result
+    if hasattr(result, "children") and "posterior" in result.children:  # DataTree (ArviZ 1.x)
+        return result["posterior"].to_dataset()
+    return result.to_dataset()
+
+
+def _diagnostic(kind: str, samples_or_idata: Any, var_names: Sequence[str] | None, **kw: Any) -> Any:
+    single = isinstance(samples_or_idata, Tensor)
+    idata = to_inference_data(samples_or_idata)
+    az = _az()
+    fn = az.rhat if kind == "rhat" else az.ess
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        ds = _as_dataset(fn(idata, var_names=list(var_names) if var_names else None, **kw))
+    out = {name: torch.as_tensor(np.asarray(ds[name].values, dtype=np.float64)) for name in ds.data_vars}
+    return out["x"] if single else out
+
+
+def rhat(
+    samples_or_idata: Any, *, var_names: Sequence[str] | None = None, method: str = "rank"
+) -> Tensor | dict[str, Tensor]:
+    """Rank-normalized split-R̂ (Vehtari et al. 2021) per scalar component, computed by ArviZ.
+
+    .. math::
+
+        \\hat R = \\sqrt{\\frac{\\frac{N-1}{N} W + \\frac{1}{N} B}{W}}
+
+    on rank-normalized split chains (``W``: mean within-chain variance, ``B/N``: variance of chain
+    means); ``method="rank"`` takes the max of the bulk and folded (tail) versions. Values above
+    1.01 signal chains that have not mixed.
+
+    Args:
+        samples_or_idata: anything :func:`to_inference_data` accepts.
+        var_names: restrict to these variables.
+        method: ``"rank"``, ``"split"``, ``"folded"``, ``"z_scale"`` or ``"identity"``.
+
+    Returns:
+        For a Tensor input, a float64 Tensor of shape ``shape`` (``()`` for scalar chains); otherwise a
+        dict ``name -> Tensor``.
+
+    Example:
+        >>> r = rhat(torch.randn(4, 500))
+        >>> bool(r < 1.02)
+        True
+    """
+    check_choice("method", method, RHAT_METHODS)
+    return _diagnostic("rhat", samples_or_idata, var_names, method=method)
+
+
+def ess(
+    samples_or_idata: Any,
+    *,
+    var_names: Sequence[str] | None = None,
+    method: str = "bulk",
+    relative: bool = False,
+) -> Tensor | dict[str, Tensor]:
+    """Effective sample size per scalar component (Vehtari et al. 2021), computed by ArviZ.
+
+    .. math::
+
+        \\mathrm{ESS} = \\frac{M N}{\\hat\\tau},\\qquad \\hat\\tau = -1 + 2 \\sum_{t} \\hat\\rho_t
+
+    (``M`` chains of ``N`` draws, ``ρ̂_t`` the combined autocorrelation, Geyer's truncation);
+    ``"bulk"`` works on rank-normalized draws, ``"tail"`` is the min of the 5% and 95% quantile ESS.
+
+    Args:
+        samples_or_idata: anything :func:`to_inference_data` accepts.
+        var_names: restrict to these variables.
+        method: ``"bulk"``, ``"tail"``, ``"mean"``, ``"sd"``, ``"median"``, ``"mad"``, ``"local"``,
+            ``"quantile"`` or ``"identity"``.
+        relative: divide by the number of draws ``M N``.
+
+    Returns:
+        Like :func:`rhat`.
+
+    Example:
+        >>> e = ess(torch.randn(2, 500))
+        >>> 500 < float(e) < 1500
+        True
+    """
+    check_choice("method", method, ESS_METHODS)
+    return _diagnostic("ess", samples_or_idata, var_names, method=method, relative=bool(relative))
+
+
+def plot_trace(
+    samples_or_idata: Any,
+    *,
+    var_names: Sequence[str] | None = None,
+    path: str | None = None,
+    **kwargs: Any,
+) -> Any:
+    """ArviZ's trace plot (density and trace per variable, divergences marked); returns the Figure.
+
+    Args:
+        samples_or_idata: anything :func:`to_inference_data` accepts.
+        var_names: restrict to these variables.
+        path: if given, write the figure there (atomically).
+        **kwargs: forwarded to ``arviz.plot_trace``.
+
+    Example:
+        >>> fig = plot_trace({"mu": torch.randn(2, 50)})
+        >>> type(fig).__name__
+        'Figure'
+    """
+    from probgen.diagnostics.plots import _use_agg_if_unset, save_figure
+
+    _use_agg_if_unset()
+    idata = to_inference_data(samples_or_idata)
+    az = _az()
+    if var_names is not None:
+        kwargs["var_names"] = list(var_names)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # ArviZ 0.2x vs. matplotlib >= 3.11 kwargs
+        result = az.plot_trace(idata, **kwargs)
+    fig = _figure_of(result)
+    if path is not None:
+        save_figure(fig, path)
+    return fig
+
+
+def _figure_of(result: Any) -> Any:
+    if hasattr(result, "savefig"):
+        return result
+    if isinstance(result, np.ndarray):
+        return result.ravel()[0].get_figure()
+    if hasattr(result, "get_figure"):
+        return result.get_figure()
+    if hasattr(result, "viz"):  # arviz-plots PlotCollection (1.x)
+        return result.viz["chart"].item()
+    raise TypeError(f"cannot find the figure of {type(result).__name__}")
