@@ -13,10 +13,13 @@ from probgen import data, ops, nn, sde, samplers, infer, metrics  # noqa: E402  
 from probgen import flows, vae, ebm, diffusion, gan  # noqa: E402  families
 from probgen import diagnostics  # noqa: E402
 from probgen.protocol import ModelDistribution  # noqa: E402
+from probgen.training import fit, History  # noqa: E402
+from probgen.checkpoint import load, save  # noqa: E402
 
 __all__ = [
     "__version__",
     "data", "ops", "nn", "sde", "samplers", "infer", "metrics",
     "flows", "vae", "ebm", "diffusion", "gan", "diagnostics",
     "ModelDistribution",
+    "fit", "History", "load", "save",
 ]
