@@ -95,7 +95,9 @@ def _limits(clouds: Sequence[Tensor], pad: float = 0.05) -> tuple[tuple[float, f
     allpts = torch.cat([c[torch.isfinite(c).all(-1)] for c in clouds])
     if allpts.numel() == 0:
         return (-1.0, 1.0), (-1.0, 1.0)
-    lo, hi = allpts.min(0).values, allpts.max(0).values
+    # robust extent: a few far-out samples (an untrained model's tails) must not shrink the picture
+    q = 0.0 if len(allpts) < 200 else 0.002
+    lo, hi = torch.quantile(allpts, q, dim=0), torch.quantile(allpts, 1 - q, dim=0)
     span = (hi - lo).max().clamp_min(1e-12)
     mid = (hi + lo) / 2
     half = span * (0.5 + pad)  # equal extent on both axes
@@ -144,7 +146,8 @@ def scatter_2d(
         clouds.append(_points("reference", reference))
         if ax is not None:
             raise ValueError("ax can only be given without reference (two panels are drawn)")
-    lims = _limits(clouds)
+    # with a reference, both panels use the data's extent, so the eye compares like with like
+    lims = _limits(clouds[1:], pad=0.15) if reference is not None else _limits(clouds)
     if ax is None:
         fig, axes = _new_figure(len(clouds))
         axes = list(axes[0])

@@ -1,3 +1,36 @@
-"""probgen.samplers (filled as its issue lands)."""
+"""Functional samplers over a score (k-diffusion style): one shared signature, no progress bars.
 
-__all__: list[str] = []
+``sampler(score_fn, sde_or_schedule, shape, *, steps=..., generator=None, callback=None, ...)``
+returns a :class:`SampleResult` ``(samples, nfe, info)``:
+
+* :func:`sample_sde` — reverse-time SDE through ``torchsde``;
+* :func:`sample_pc` — predictor–corrector (Song et al., 2021);
+* :func:`sample_ode` — probability-flow ODE through ``torchdiffeq``;
+* :func:`annealed_langevin` — annealed Langevin dynamics over noise levels (Song & Ermon, 2019);
+* :func:`langevin` — unadjusted Langevin on a time-independent score (EBMs).
+"""
+
+from __future__ import annotations
+
+from probgen.samplers.annealed import annealed_langevin, geometric_sigmas
+from probgen.samplers.base import SampleResult
+from probgen.samplers.langevin import langevin
+from probgen.samplers.ode import ADAPTIVE_METHODS, FIXED_STEP_METHODS, ODE_METHODS, sample_ode
+from probgen.samplers.pc import CORRECTORS, PREDICTORS, sample_pc
+from probgen.samplers.sde import SDE_METHODS, sample_sde
+
+__all__ = [
+    "SampleResult",
+    "sample_sde",
+    "sample_pc",
+    "sample_ode",
+    "annealed_langevin",
+    "geometric_sigmas",
+    "langevin",
+    "SDE_METHODS",
+    "ODE_METHODS",
+    "ADAPTIVE_METHODS",
+    "FIXED_STEP_METHODS",
+    "PREDICTORS",
+    "CORRECTORS",
+]

@@ -1,0 +1,357 @@
+"""The ``probgen`` command.
+
+::
+
+    probgen fit <family> --data <name|file> [--steps N] [--out DIR] [--device cpu|cuda] [--seed S]
+    probgen sample DIR [-n N] [--method M] [--steps K] [--out FILE]
+    probgen nll DIR --data <name|file> [--trace exact|hutchinson] [--bound elbo|ode]
+    probgen data list
+
+Every bad argument exits with status 2 and one line on stderr (``probgen: error: ...``); an unexpected
+failure exits with status 1 and one line (set ``PROBGEN_DEBUG=1`` for the traceback). Outputs are written
+atomically, so an interrupted or refused command leaves no partial file behind.
+
+What differs between families (how to build a model from a data set, training defaults, how to score it)
+lives in :mod:`probgen.recipes`; this module only parses arguments and writes files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, NoReturn, Sequence
+
+__all__ = ["main", "build_parser", "UsageError"]
+
+
+class UsageError(ValueError):
+    """A bad command-line argument: reported in one line with exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line and exit status 2 (argparse prints the usage too)."""
+
+    def error(self, message: str) -> NoReturn:  # noqa: D401
+        raise UsageError(message)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _nonnegative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from probgen import recipes
+
+    parser = _Parser(prog="probgen", description="Deep generative models as Pyro programs.")
+    parser.add_argument("--version", action="version", version=f"probgen {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    fit = sub.add_parser("fit", help="train a model on a data set and write a checkpoint, a plot and a summary")
+    fit.add_argument("family", metavar="FAMILY", help=f"one of: {', '.join(recipes.names())}")
+    fit.add_argument("--data", required=True, help="a built-in data set (see `probgen data list`) or a .npy/.csv/.pt file")
+    fit.add_argument("--steps", type=_positive_int, default=None, help="optimizer steps (default: the family's tuned value)")
+    fit.add_argument("--batch-size", type=_positive_int, default=None)
+    fit.add_argument("--lr", type=_positive_float, default=None, help="learning rate")
+    fit.add_argument("--kind", default=None, help="family variant, e.g. flow kind spline|realnvp|maf|...")
+    fit.add_argument("--objective", default=None, help="training objective, for families that have several")
+    fit.add_argument("--out", default=None, help="output folder (default: runs/<family>-<data>)")
+    fit.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    fit.add_argument("--seed", type=_nonnegative_int, default=0)
+    fit.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
+    fit.add_argument("--force", action="store_true", help="overwrite an existing checkpoint in --out")
+    fit.add_argument("--num-samples", type=_positive_int, default=2000, help="samples drawn for the plot")
+    fit.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+    sample = sub.add_parser("sample", help="draw samples from a trained model")
+    sample.add_argument("dir", metavar="DIR", help="a folder written by `probgen fit` (or a checkpoint file)")
+    sample.add_argument("-n", "--num-samples", type=_positive_int, default=1000)
+    sample.add_argument("--method", default=None, help="sampler, for families that have several")
+    sample.add_argument("--steps", type=_positive_int, default=None, help="sampler steps")
+    sample.add_argument("--out", default=None, help="output .pt (tensor) or .npy file; a PNG is written beside it")
+    sample.add_argument("--device", default="cpu")
+    sample.add_argument("--seed", type=_nonnegative_int, default=0)
+
+    nll = sub.add_parser("nll", help="negative log-likelihood of a trained model on a data set's test split")
+    nll.add_argument("dir", metavar="DIR")
+    nll.add_argument("--data", required=True)
+    nll.add_argument("--trace", default=None, help="exact or hutchinson (ODE likelihoods)")
+    nll.add_argument("--bound", default=None, help="elbo or ode (families with both)")
+    nll.add_argument("-n", "--num-points", type=_positive_int, default=None, help="evaluate on the first N test points")
+    nll.add_argument("--device", default="cpu")
+    nll.add_argument("--seed", type=_nonnegative_int, default=0)
+
+    data = sub.add_parser("data", help="built-in data sets")
+    data_sub = data.add_subparsers(dest="data_command", metavar="ACTION", parser_class=_Parser)
+    data_sub.required = True
+    data_sub.add_parser("list", help="list the built-in data sets")
+    return parser
+
+
+def _version() -> str:
+    from probgen import __version__
+
+    return __version__
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+
+
+def _check_device(name: str) -> str:
+    import torch
+
+    if name == "cpu":
+        return name
+    if name == "cuda" or name.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {name!r}: CUDA is not available on this machine; valid choices here: 'cpu'")
+        return name
+    raise UsageError(f"--device {name!r} is not valid; valid choices: 'cpu', 'cuda', 'cuda:N'")
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    return str(obj)
+
+
+def _fmt(value: float | None, err: float | None = None, unit: str = "nats") -> str:
+    if value is None:
+        return "n/a"
+    if err is None:
+        return f"{value:.4f} {unit}"
+    return f"{value:.4f} ± {err:.4f} {unit}"
+
+
+def _print_table(rows: Sequence[tuple[str, str]]) -> None:
+    width = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        print(f"  {k:<{width}}  {v}")
+
+
+# ---------------------------------------------------------------------------------------------- commands
+
+
+def _cmd_fit(args: argparse.Namespace) -> int:
+    import torch
+
+    import probgen
+    from probgen import recipes
+    from probgen.data import load as load_data
+
+    recipe = recipes.get(args.family)
+    device = _check_device(args.device)
+    out = Path(args.out or f"runs/{args.family}-{Path(args.data).stem}")
+    ckpt = out / "checkpoint.pt"
+    if ckpt.exists() and not (args.resume or args.force):
+        raise UsageError(f"--out {str(out)!r} already holds a checkpoint; pass --resume to continue it or --force to overwrite it")
+    if args.resume and not ckpt.exists():
+        raise UsageError(f"--resume: no checkpoint in {str(out)!r} to continue")
+
+    dataset = load_data(args.data, seed=args.seed)
+    options = recipe.fit_options(dataset, steps=args.steps, batch_size=args.batch_size, lr=args.lr)
+    torch.manual_seed(args.seed)
+    model = recipe.build(dataset, kind=args.kind, objective=args.objective)
+    n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    print(
+        f"probgen {probgen.__version__}: fitting {recipe.describe(model)}, {n_params:,} parameters, on "
+        f"{dataset.name} ({len(dataset.train):,} train / {len(dataset.test):,} test) for {options['steps']:,} steps, "
+        f"batch {options['batch_size']}, lr {options['lr']:g}, device {device}",
+        flush=True,
+    )
+    if args.force and ckpt.exists():
+        ckpt.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    history = probgen.fit(
+        model,
+        recipe.training_data(dataset),
+        seed=args.seed,
+        device=device,
+        checkpoint=str(ckpt),
+        resume=args.resume,
+        progress=not args.no_progress,
+        **options,
+    )
+    train_seconds = time.perf_counter() - start
+
+    model.eval()
+    torch.manual_seed(args.seed + 1)
+    report = recipe.evaluate(model, dataset)
+    rows = [(name, _fmt(v.get("value"), v.get("stderr"), v.get("unit", "nats"))) for name, v in report.items()]
+    print(f"trained in {train_seconds:.1f} s; evaluation on the test split:")
+    _print_table(rows)
+
+    samples = recipe.sample(model, args.num_samples)
+    png = out / "samples.png"
+    recipe.plot(samples, dataset, path=str(png))
+    summary = {
+        "family": args.family,
+        "model": recipe.describe(model),
+        "data": dataset.name,
+        "seed": args.seed,
+        "device": device,
+        "fit": {k: v for k, v in options.items()},
+        "train_seconds": round(train_seconds, 3),
+        "final_loss": history.losses[-1] if history.losses else None,
+        "metrics": report,
+        "versions": {"probgen": probgen.__version__, "torch": torch.__version__},
+    }
+    _atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, default=_json_default) + "\n")
+    print(f"wrote {ckpt}, {png}, {out / 'summary.json'}")
+    return 0
+
+
+def _load_model(path: str, device: str):
+    from probgen.checkpoint import load
+
+    if not Path(path).exists():
+        raise UsageError(f"DIR {path!r} does not exist")
+    return load(path, map_location=device)
+
+
+def _cmd_sample(args: argparse.Namespace) -> int:
+    import torch
+
+    from probgen import recipes
+
+    device = _check_device(args.device)
+    model = _load_model(args.dir, device)
+    recipe = recipes.for_model(model)
+    opts = recipe.sample_options(method=args.method, steps=args.steps)
+    torch.manual_seed(args.seed)
+    model.eval()
+    start = time.perf_counter()
+    samples = recipe.sample(model, args.num_samples, **opts)
+    seconds = time.perf_counter() - start
+    base = Path(args.out) if args.out else Path(args.dir if Path(args.dir).is_dir() else Path(args.dir).parent) / "samples.pt"
+    if base.suffix not in (".pt", ".npy"):
+        raise UsageError(f"--out {str(base)!r}: expected a .pt or .npy file name")
+    base.parent.mkdir(parents=True, exist_ok=True)
+    tmp = base.with_name(f".{base.name}.tmp-{os.getpid()}")
+    try:
+        if base.suffix == ".pt":
+            torch.save(samples.detach().cpu(), tmp)
+        else:
+            import numpy as np
+
+            with open(tmp, "wb") as fh:
+                np.save(fh, samples.detach().cpu().numpy())
+        os.replace(tmp, base)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    png = base.with_suffix(".png")
+    recipe.plot(samples, None, path=str(png))
+    how = ", ".join(f"{k}={v}" for k, v in opts.items()) or "default sampler"
+    print(f"drew {len(samples):,} samples ({how}) in {seconds:.2f} s; wrote {base} and {png}")
+    return 0
+
+
+def _cmd_nll(args: argparse.Namespace) -> int:
+    import torch
+
+    from probgen import recipes
+    from probgen.data import load as load_data
+
+    device = _check_device(args.device)
+    model = _load_model(args.dir, device)
+    recipe = recipes.for_model(model)
+    dataset = load_data(args.data, seed=args.seed)
+    recipe.check_data(model, dataset)
+    torch.manual_seed(args.seed)
+    model.eval()
+    report = recipe.evaluate(model, dataset, trace=args.trace, bound=args.bound, num_points=args.num_points)
+    print(f"{recipe.describe(model)} on {dataset.name} (test split):")
+    _print_table([(name, _fmt(v.get("value"), v.get("stderr"), v.get("unit", "nats"))) for name, v in report.items()])
+    return 0
+
+
+def _cmd_data(args: argparse.Namespace) -> int:
+    from probgen.data import list_datasets
+
+    rows = list_datasets()
+    width = max(len(name) for name, _ in rows)
+    for name, description in rows:
+        print(f"{name:<{width}}  {description}")
+    return 0
+
+
+_COMMANDS = {"fit": _cmd_fit, "sample": _cmd_sample, "nll": _cmd_nll, "data": _cmd_data}
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().replace("\n", " ") or type(exc).__name__
+    return text
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (2 for bad arguments)."""
+    debug = bool(os.environ.get("PROBGEN_DEBUG"))
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        return _COMMANDS[args.command](args)
+    except SystemExit as exc:  # --help / --version
+        return int(exc.code or 0)
+    except KeyboardInterrupt:
+        print("probgen: interrupted", file=sys.stderr)
+        return 130
+    except (UsageError, ValueError, TypeError, FileNotFoundError, NotImplementedError) as exc:
+        if debug:
+            raise
+        print(f"probgen: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - the CLI never shows a traceback unless asked to
+        if debug:
+            raise
+        print(f"probgen: error: {type(exc).__name__}: {_one_line(exc)} (set PROBGEN_DEBUG=1 for the traceback)",
+              file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
