@@ -21,6 +21,7 @@ from probgen.data.digits import (
     DIGITS_SPLITS,
     bits_per_dim,
     dequantize,
+    dequantize_scaled,
     digits,
     to_levels,
 )
@@ -52,6 +53,7 @@ __all__ = [
     "DIGITS_SPLIT_SIZES",
     "digits",
     "dequantize",
+    "dequantize_scaled",
     "to_levels",
     "bits_per_dim",
     "FILE_EXTENSIONS",

@@ -31,6 +31,7 @@ __all__ = [
     "DIGITS_SPLITS",
     "DIGITS_SCALES",
     "digits",
+    "dequantize_scaled",
     "dequantize",
     "to_levels",
     "bits_per_dim",
@@ -215,6 +216,31 @@ def to_levels(x: Tensor, *, num_levels: int, data_range: Sequence[float] = (-1.0
     check_tensor("x", x)
     k = torch.round((x - low) / (high - low) * (num_levels - 1))
     return k.clamp(0, num_levels - 1).to(torch.int64)
+
+
+def dequantize_scaled(
+    x: Tensor,
+    *,
+    num_levels: int,
+    data_range: Sequence[float] = (-1.0, 1.0),
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Uniformly dequantize data in the scaling of :func:`load`, onto the same range.
+
+    ``x = low + (high - low) k / (L - 1)`` (levels ``k``) becomes ``z = low + (high - low) (k + u) / L`` with
+    ``u ~ U[0, 1)``: each level owns a bin of width ``Δ = (high - low) / L``, and a continuous density
+    ``p(z)`` gives the discrete model ``P(k) = ∫_bin p(z) dz ≥ Δ^D exp(E_u log p(z))`` (see
+    :func:`bits_per_dim`). Use it as ``probgen.fit(..., batch_transform=...)`` so that every step sees
+    fresh noise.
+
+    Example:
+        >>> z = dequantize_scaled(torch.tensor([-1.0, 1.0]), num_levels=17)
+        >>> bool((z >= -1).all() and (z < 1).all())
+        True
+    """
+    low, high = _check_range(data_range)
+    k = to_levels(x, num_levels=num_levels, data_range=(low, high))
+    return low + (high - low) * dequantize(k.to(x.dtype), num_levels, generator=generator)
 
 
 def bits_per_dim(

@@ -159,3 +159,18 @@ def test_bits_per_dim_errors():
         bits_per_dim(torch.zeros(2), 0, num_levels=17)
     with pytest.raises(TypeError, match=r"log_prob_nats must be a torch.Tensor"):
         bits_per_dim(0.0, 4, num_levels=17)
+
+
+def test_dequantize_scaled_lands_in_each_levels_bin():
+    from probgen.data import dequantize_scaled, digits
+
+    x, _ = digits("test", dtype=torch.float64)
+    g = torch.Generator().manual_seed(0)
+    z = dequantize_scaled(x, num_levels=17, generator=g)
+    k = torch.round((x + 1) / 2 * 16)  # the levels, from the documented scaling
+    lo, hi = -1 + 2 * k / 17, -1 + 2 * (k + 1) / 17
+    assert ((z >= lo) & (z < hi)).all()
+    # u ~ U[0, 1): the mean offset inside a bin is half its width, within 4 standard errors (sd = w/sqrt(12))
+    w = 2 / 17
+    offset = (z - lo).mean().item()
+    assert abs(offset - w / 2) < 4 * w / (12 * z.numel()) ** 0.5
