@@ -1,3 +1,45 @@
-"""probgen.infer (filled as its issue lands)."""
+"""probgen.infer: Langevin kernels for Pyro's MCMC, batched chains in one tensor, and AIS.
 
-__all__: list[str] = []
+* :class:`MALA`, :class:`ULA` — :class:`pyro.infer.mcmc.mcmc_kernel.MCMCKernel` subclasses (``model``
+  xor ``potential_fn``), for :class:`pyro.infer.MCMC`;
+* :func:`run_chains` — ``C`` ULA/MALA/HMC chains of a batched potential as one tensor
+  (:func:`model_potential` builds one from a Pyro model);
+* :func:`ais` — annealed importance sampling estimates of log normalising constants.
+"""
+
+from __future__ import annotations
+
+from probgen.infer.adaptation import DualAveragingStepSize, PooledWelfordVariance, adaptation_windows
+from probgen.infer.ais import AISResult, ais, ais_schedule
+from probgen.infer.batched import (
+    BatchedModelPotential,
+    ChainResult,
+    ChainState,
+    StepResult,
+    hmc_step,
+    mala_step,
+    model_potential,
+    run_chains,
+    ula_step,
+)
+from probgen.infer.langevin import MALA, ULA
+
+__all__ = [
+    "MALA",
+    "ULA",
+    "run_chains",
+    "model_potential",
+    "BatchedModelPotential",
+    "ChainResult",
+    "ChainState",
+    "StepResult",
+    "ula_step",
+    "mala_step",
+    "hmc_step",
+    "DualAveragingStepSize",
+    "PooledWelfordVariance",
+    "adaptation_windows",
+    "ais",
+    "ais_schedule",
+    "AISResult",
+]
