@@ -1,0 +1,644 @@
+r"""Restricted Boltzmann machines: Bernoulli–Bernoulli and Gaussian–Bernoulli.
+
+An RBM is an energy-based model on visible units ``v ∈ R^V`` and binary hidden units
+``h ∈ {0, 1}^H`` with no intra-layer connections, ``p(v, h) = exp(-E(v, h)) / Z``:
+
+.. math::
+
+    \text{Bernoulli:}\quad E(v, h) &= -v^\top W h - b^\top v - c^\top h,\qquad v\in\{0,1\}^V,\\
+    \text{Gaussian:}\quad E(v, h) &= \sum_i \frac{(v_i - b_i)^2}{2\sigma_i^2}
+        - \sum_{i,j}\frac{v_i}{\sigma_i^2} W_{ij} h_j - c^\top h,\qquad v\in\mathbb{R}^V,
+
+(``W = weight``, ``b = visible_bias``, ``c = hidden_bias``; the Gaussian form is Cho, Ilin & Raiko,
+2011, whose conditional mean of ``v`` is ``b + Wh``). Summing out ``h`` gives the free energy
+``p(v) = exp(-F(v)) / Z``:
+
+.. math::
+
+    F(v) = E_{\text{vis}}(v) - \sum_j \operatorname{softplus}\big(c_j + \tilde v^\top W_{:j}\big),
+    \qquad \tilde v = v \text{ (Bernoulli)},\ v/\sigma^2 \text{ (Gaussian)},
+
+and the conditionals factorise, which is what block Gibbs sampling uses:
+``p(h_j = 1 | v) = sigmoid(c_j + ṽᵀW_{:j})``; ``p(v_i = 1 | h) = sigmoid(b_i + W_{i:}h)`` (Bernoulli) or
+``v_i | h ~ N(b_i + W_{i:}h, σ_i²)`` (Gaussian).
+
+Training minimises the CD-k / PCD surrogate ``mean F(v_data) - mean F(v⁻)`` (Hinton 2002; Tieleman
+2008). ``log Z`` is computed exactly by enumerating the smaller binary layer when it is small, or
+estimated by annealed importance sampling (Salakhutdinov & Murray 2008; Neal 2001) through
+:func:`probgen.infer.ais`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.distributions import constraints
+
+from probgen._checks import check_choice, check_int, check_positive, check_tensor
+from probgen.protocol import ModelDistribution
+
+__all__ = ["BernoulliRBM", "GaussianBernoulliRBM", "RBM_OBJECTIVES", "LOG_PARTITION_METHODS", "MAX_ENUMERATION_UNITS"]
+
+RBM_OBJECTIVES = ("cd", "pcd")
+LOG_PARTITION_METHODS = ("exact", "ais")
+#: default largest layer that ``log_partition(method="exact")`` enumerates (2**20 states)
+MAX_ENUMERATION_UNITS = 20
+_CHUNK = 1 << 14
+
+
+def _binary_states(m: int, start: int, stop: int, *, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """Rows ``start..stop-1`` of the ``2**m`` binary vectors of length ``m``, ``(stop - start, m)``."""
+    idx = torch.arange(start, stop, device=device)
+    bits = torch.arange(m, device=device)
+    return ((idx[:, None] >> bits) & 1).to(dtype)
+
+
+def _enumerate_logsumexp(fn, m: int, *, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """``logsumexp`` of ``fn(states)`` over all ``2**m`` binary states, in chunks (differentiable)."""
+    parts = []
+    total = 1 << m
+    for start in range(0, total, _CHUNK):
+        states = _binary_states(m, start, min(start + _CHUNK, total), dtype=dtype, device=device)
+        parts.append(torch.logsumexp(fn(states), 0))
+    return torch.logsumexp(torch.stack(parts), 0)
+
+
+class _BinaryIndependent(ModelDistribution):
+    """:class:`ModelDistribution` over ``{0, 1}^V`` events."""
+
+    @property
+    def support(self) -> constraints.Constraint:  # type: ignore[override]
+        return constraints.independent(constraints.boolean, len(self.event_shape))
+
+
+class _RealIndependent(ModelDistribution):
+    @property
+    def support(self) -> constraints.Constraint:  # type: ignore[override]
+        return constraints.independent(constraints.real, len(self.event_shape))
+
+
+class _RBM(nn.Module):
+    """Shared machinery of the two RBMs (the subclasses supply the visible layer)."""
+
+    family = "rbm"
+    _dist_class: type[ModelDistribution] = _BinaryIndependent
+
+    def __init__(
+        self,
+        n_visible: int,
+        n_hidden: int,
+        *,
+        objective: str = "cd",
+        k: int = 1,
+        num_chains: int = 100,
+        event_shape: Sequence[int] | None = None,
+        init_std: float = 0.01,
+    ) -> None:
+        super().__init__()
+        self.n_visible = check_int("n_visible", n_visible, minimum=1)
+        self.n_hidden = check_int("n_hidden", n_hidden, minimum=1)
+        self.objective = check_choice("objective", objective, RBM_OBJECTIVES)
+        self.k = check_int("k", k, minimum=1)
+        self.num_chains = check_int("num_chains", num_chains, minimum=1)
+        self.init_std = check_positive("init_std", init_std)
+        if event_shape is None:
+            self.event_shape: tuple[int, ...] = (self.n_visible,)
+            self._event_given = False
+        else:
+            self.event_shape = tuple(check_int(f"event_shape[{i}]", s, minimum=1) for i, s in enumerate(event_shape))
+            if math.prod(self.event_shape) != self.n_visible:
+                raise ValueError(
+                    f"event_shape {self.event_shape} has {math.prod(self.event_shape)} entries; "
+                    f"expected n_visible={self.n_visible}"
+                )
+            self._event_given = True
+        self.weight = nn.Parameter(self.init_std * torch.randn(self.n_visible, self.n_hidden))
+        self.visible_bias = nn.Parameter(torch.zeros(self.n_visible))
+        self.hidden_bias = nn.Parameter(torch.zeros(self.n_hidden))
+        self.register_buffer("chains", self._initial_chains(self.num_chains))
+        self._ais_cache: tuple[Any, Tensor, Tensor] | None = None
+
+    # ---- subclass hooks -----------------------------------------------------------------------
+
+    def _initial_chains(self, n: int) -> Tensor:
+        raise NotImplementedError
+
+    def _check_values(self, v: Tensor, name: str) -> None:
+        pass
+
+    def _scaled(self, v: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def _visible_energy(self, v: Tensor, bias: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def _sample_visible_given(self, mean_input: Tensor, generator: torch.Generator | None) -> Tensor:
+        raise NotImplementedError
+
+    def _exact_log_z(self, max_units: int) -> Tensor:
+        raise NotImplementedError
+
+    def _ais_base(self, base_bias: Tensor) -> torch.distributions.Distribution:
+        raise NotImplementedError
+
+    def _default_base_bias(self, data: Tensor | None) -> Tensor:
+        raise NotImplementedError
+
+    # ---- shapes ---------------------------------------------------------------------------------
+
+    def _flat(self, v: Tensor, name: str = "v") -> Tensor:
+        check_tensor(name, v, min_ndim=2)
+        if math.prod(v.shape[1:]) != self.n_visible:
+            raise ValueError(
+                f"{name} must have shape (batch, {self.n_visible}) or (batch, *event) with {self.n_visible} "
+                f"entries per row, got {tuple(v.shape)}"
+            )
+        v = v.reshape(v.shape[0], self.n_visible).to(self.weight)
+        self._check_values(v, name)
+        return v
+
+    def _unflat(self, v: Tensor) -> Tensor:
+        return v.reshape(v.shape[0], *self.event_shape)
+
+    # ---- energies and conditionals ------------------------------------------------------------
+
+    def hidden_logits(self, v: Tensor) -> Tensor:
+        """``c + ṽᵀW: (B, H)``, the logits of ``p(h = 1 | v)`` (``v: (B, V)``)."""
+        return self.hidden_bias + self._scaled(v) @ self.weight
+
+    def hidden_prob(self, v: Tensor) -> Tensor:
+        """``p(h_j = 1 | v): (B, H)`` for ``v: (B, V)`` or ``(B, *event)``."""
+        return torch.sigmoid(self.hidden_logits(self._flat(v)))
+
+    def visible_mean(self, h: Tensor) -> Tensor:
+        """``E[v | h]: (B, V)`` — ``sigmoid(b + Wh)`` (Bernoulli) or ``b + Wh`` (Gaussian)."""
+        raise NotImplementedError
+
+    def energy(self, v: Tensor, h: Tensor) -> Tensor:
+        """The joint energy ``E(v, h): (B,)``, ``v: (B, V)`` or ``(B, *event)``, ``h: (B, H)``."""
+        v = self._flat(v)
+        check_tensor("h", h, ndim=2)
+        if h.shape != (v.shape[0], self.n_hidden):
+            raise ValueError(f"h must have shape ({v.shape[0]}, {self.n_hidden}), got {tuple(h.shape)}")
+        h = h.to(self.weight)
+        return (self._visible_energy(v, self.visible_bias) - ((self._scaled(v) @ self.weight) * h).sum(-1)
+                - h @ self.hidden_bias)
+
+    def free_energy(self, v: Tensor) -> Tensor:
+        """``F(v) = -log Σ_h exp(-E(v, h)): (B,)`` for ``v: (B, V)`` or ``(B, *event)``."""
+        v = self._flat(v)
+        return self._free_energy(v)
+
+    def _free_energy(self, v: Tensor) -> Tensor:
+        return self._visible_energy(v, self.visible_bias) - F.softplus(self.hidden_logits(v)).sum(-1)
+
+    def sample_hidden(self, v: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
+        """Draw ``h ~ p(h | v)``: ``(B, H)`` in ``{0, 1}``."""
+        p = torch.sigmoid(self.hidden_logits(self._flat(v)))
+        return torch.bernoulli(p, generator=generator)
+
+    def sample_visible(self, h: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
+        """Draw ``v ~ p(v | h)``: ``(B, V)``."""
+        check_tensor("h", h, ndim=2)
+        if h.shape[1] != self.n_hidden:
+            raise ValueError(f"h must have shape (batch, {self.n_hidden}), got {tuple(h.shape)}")
+        h = h.to(self.weight)
+        return self._sample_visible_given(self.visible_bias + h @ self.weight.T, generator)
+
+    @torch.no_grad()
+    def _gibbs(self, v: Tensor, steps: int, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+        h = v.new_zeros(v.shape[0], self.n_hidden)
+        for _ in range(steps):
+            h = torch.bernoulli(torch.sigmoid(self.hidden_logits(v)), generator=generator)
+            v = self._sample_visible_given(self.visible_bias + h @ self.weight.T, generator)
+        return v, h
+
+    def gibbs(self, v: Tensor, *, steps: int = 1, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """Run ``steps`` block-Gibbs sweeps ``h ~ p(h|v)``, ``v ~ p(v|h)`` on every chain (row) at once.
+
+        Args:
+            v: starting visible states ``(C, V)`` or ``(C, *event)`` (``C`` chains).
+            steps: number of sweeps (``>= 1``).
+            generator: optional ``torch.Generator``.
+
+        Returns:
+            ``(v, h)``: the final visible ``(C, V)`` and the hidden states ``(C, H)`` that produced it.
+        """
+        steps = check_int("steps", steps, minimum=1)
+        return self._gibbs(self._flat(v).detach(), steps, generator)
+
+    # ---- training ---------------------------------------------------------------------------------
+
+    def loss(self, v: Tensor) -> Tensor:
+        r"""The CD-k or PCD-k surrogate, a scalar whose gradient estimates ``-∇ mean log p(v)``.
+
+        .. math:: \mathcal L = \frac1B\sum_b F(v_b) - \frac1{C}\sum_c F(v^-_c),
+
+        with ``v⁻`` held fixed: for ``objective="cd"`` the data after ``k`` Gibbs sweeps (``C = B``;
+        biased for small ``k``: the chains have not mixed, Carreira-Perpiñán & Hinton 2005); for
+        ``"pcd"`` the ``num_chains`` persistent chains advanced by ``k`` sweeps. The persistent chains
+        are a buffer (``chains``, saved in checkpoints) and are advanced **inside this call**.
+
+        Args:
+            v: data ``(B, V)`` or ``(B, *event)``.
+        """
+        v = self._flat(v)
+        if self.objective == "cd":
+            v_neg, _ = self._gibbs(v.detach(), self.k, None)
+        else:
+            v_neg, _ = self._gibbs(self.chains.to(self.weight), self.k, None)
+            self.chains.copy_(v_neg)
+        return self._free_energy(v).mean() - self._free_energy(v_neg).mean()
+
+    # ---- sampling -------------------------------------------------------------------------------
+
+    def sample(
+        self,
+        num_samples: int,
+        *,
+        gibbs_steps: int = 1000,
+        init: Tensor | None = None,
+        mean: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Draw ``num_samples`` visible vectors by ``gibbs_steps`` block-Gibbs sweeps of parallel chains.
+
+        Args:
+            num_samples: number of chains (one draw each).
+            gibbs_steps: sweeps per chain.
+            init: starting states ``(num_samples, *event)`` (default: draws from ``p(v | h)`` with
+                ``h ~ Bernoulli(½)``).
+            mean: return ``E[v | h]`` of the last sweep instead of a draw (smoother images).
+            generator: optional ``torch.Generator``.
+
+        Returns:
+            ``(num_samples, *event)``.
+        """
+        num_samples = check_int("num_samples", num_samples, minimum=1)
+        gibbs_steps = check_int("gibbs_steps", gibbs_steps, minimum=1)
+        if init is None:
+            h0 = torch.bernoulli(torch.full((num_samples, self.n_hidden), 0.5, dtype=self.weight.dtype,
+                                            device=self.weight.device), generator=generator)
+            v = self._sample_visible_given(self.visible_bias.detach() + h0 @ self.weight.detach().T, generator)
+        else:
+            v = self._flat(init, "init").detach()
+            if v.shape[0] != num_samples:
+                raise ValueError(f"init must have {num_samples} rows (num_samples), got {v.shape[0]}")
+        v, h = self._gibbs(v, gibbs_steps, generator)
+        if mean:
+            with torch.no_grad():
+                v = self.visible_mean(h)
+        return self._unflat(v)
+
+    # ---- normalizer -----------------------------------------------------------------------------
+
+    def _param_key(self) -> tuple:
+        return tuple((p.data_ptr(), p._version, p.dtype, str(p.device)) for p in self.parameters())
+
+    def log_partition(
+        self,
+        method: str = "exact",
+        *,
+        return_stderr: bool = False,
+        max_units: int = MAX_ENUMERATION_UNITS,
+        num_chains: int = 100,
+        num_steps: int = 1000,
+        betas: str | Tensor = "linear",
+        data: Tensor | None = None,
+        base_visible_bias: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        r"""``log Z``, exactly by enumeration or estimated by annealed importance sampling.
+
+        * ``"exact"`` enumerates the ``2^m`` states of the smaller binary layer (the hidden layer for
+          the Gaussian RBM) in chunks and sums the other out in closed form; refused when
+          ``m > max_units``. Differentiable in the parameters.
+        * ``"ais"`` (Salakhutdinov & Murray, 2008) anneals from the base RBM ``p_A`` with zero weights
+          and visible biases ``b_A`` (fitted to ``data`` — the smoothed log-odds of the pixel means, or
+          the data mean for the Gaussian RBM —, or ``base_visible_bias``, else the model's own) to the
+          RBM, along :func:`probgen.infer.ais`'s geometric path on the visible marginals
+          ``π_β ∝ p_A(v)^{1-β} exp(-βF(v))``. Its transition is a block-Gibbs sweep of the
+          intermediate RBM of Salakhutdinov & Murray (weights ``βW``, visible bias
+          ``(1-β)b_A + βb``), whose marginal ``p̃_β`` differs from ``π_β`` only through
+          ``Σ_j [β softplus(a_j) - softplus(β a_j)]``, corrected by a Metropolis–Hastings step with
+          ratio ``π_β(v') p̃_β(v) / (π_β(v) p̃_β(v'))`` (the Gibbs kernel is reversible for ``p̃_β``),
+          so the transition leaves ``π_β`` invariant and the weights stay unbiased for ``Z``.
+
+        Args:
+            method: ``"exact"`` or ``"ais"``.
+            return_stderr: also return a standard error (0 for ``"exact"``; the delta-method
+                standard error of ``log Ẑ`` for AIS).
+            max_units: largest layer ``"exact"`` enumerates.
+            num_chains: AIS particles.
+            num_steps: AIS intermediate distributions.
+            betas: AIS schedule (``"linear"``, ``"geometric"``, ``"sigmoidal"`` or a tensor).
+            data: training data to fit the AIS base biases.
+            base_visible_bias: explicit AIS base biases ``(V,)``.
+            generator: optional ``torch.Generator``.
+
+        Returns:
+            ``log Z`` (0-dim), or ``(log Z, stderr)``.
+
+        References:
+            Salakhutdinov & Murray (2008), "On the quantitative analysis of deep belief networks",
+            ICML. Neal (2001), arXiv:physics/9803008.
+        """
+        check_choice("method", method, LOG_PARTITION_METHODS)
+        max_units = check_int("max_units", max_units, minimum=1)
+        if method == "exact":
+            log_z = self._exact_log_z(max_units)
+            return (log_z, torch.zeros_like(log_z)) if return_stderr else log_z
+        from probgen.infer.ais import ais
+
+        if base_visible_bias is not None:
+            check_tensor("base_visible_bias", base_visible_bias, ndim=1)
+            if base_visible_bias.shape[0] != self.n_visible:
+                raise ValueError(
+                    f"base_visible_bias must have shape ({self.n_visible},), got {tuple(base_visible_bias.shape)}"
+                )
+            base_bias = base_visible_bias.detach().to(self.weight)
+        else:
+            base_bias = self._default_base_bias(None if data is None else self._flat(data, "data")).detach()
+        base = self._ais_base(base_bias)
+
+        def log_target(v: Tensor) -> Tensor:
+            return -self._free_energy(v)
+
+        def transition(v: Tensor, potential_fn, beta: Tensor, *, generator=None) -> Tensor:
+            return self._ais_transition(v, potential_fn, beta, base_bias, generator)
+
+        with torch.no_grad():
+            res = ais(log_target, base, num_chains=num_chains, num_steps=num_steps, betas=betas,
+                      kernel=transition, generator=generator)
+        return (res.log_z, res.stderr) if return_stderr else res.log_z
+
+    def _log_p_tilde(self, v: Tensor, beta: Tensor, base_bias: Tensor) -> Tensor:
+        """Unnormalised log marginal of Salakhutdinov & Murray's intermediate RBM at ``β``."""
+        return (-(1.0 - beta) * self._visible_energy(v, base_bias) - beta * self._visible_energy(v, self.visible_bias)
+                + F.softplus(beta * self.hidden_logits(v)).sum(-1))
+
+    def _ais_transition(self, v: Tensor, potential_fn, beta: Tensor, base_bias: Tensor,
+                        generator: torch.Generator | None) -> Tensor:
+        beta = beta.to(v)
+        h = torch.bernoulli(torch.sigmoid(beta * self.hidden_logits(v)), generator=generator)
+        mean_input = (1.0 - beta) * base_bias + beta * (self.visible_bias + h @ self.weight.T)
+        v_new = self._sample_visible_given(mean_input, generator)
+        log_alpha = (-potential_fn(v_new) - self._log_p_tilde(v_new, beta, base_bias)) - (
+            -potential_fn(v) - self._log_p_tilde(v, beta, base_bias)
+        )
+        u = torch.rand(v.shape[0], generator=generator, dtype=v.dtype, device=v.device)
+        accept = torch.log(u) < log_alpha
+        return torch.where(accept[:, None], v_new, v)
+
+    def _log_z_for_density(self) -> Tensor:
+        try:
+            return self._exact_log_z(MAX_ENUMERATION_UNITS)
+        except ValueError:
+            key = self._param_key()
+            if self._ais_cache is None or self._ais_cache[0] != key:
+                log_z, se = self.log_partition("ais", return_stderr=True)
+                self._ais_cache = (key, log_z.detach(), se.detach())
+            return self._ais_cache[1]
+
+    def log_prob(self, v: Tensor, *, log_z: Tensor | float | None = None) -> Tensor:
+        """``log p(v) = -F(v) - log Z: (B,)``.
+
+        ``log Z`` is ``log_z`` when given; else exact (differentiable) when the enumerated layer has at
+        most :data:`MAX_ENUMERATION_UNITS` units, else an AIS estimate with the defaults of
+        :meth:`log_partition` (cached until the parameters change). For control over AIS use
+        :meth:`log_likelihood`.
+        """
+        v = self._flat(v)
+        lz = self._log_z_for_density() if log_z is None else log_z
+        return -self._free_energy(v) - lz
+
+    def log_likelihood(self, v: Tensor, num_particles: int = 100, *, method: str = "ais",
+                       return_stderr: bool = False, **opts: Any) -> Tensor | tuple[Tensor, Tensor]:
+        """``log p(v): (B,)`` with ``log Z`` from :meth:`log_partition` (``num_particles`` AIS chains).
+
+        With AIS, ``Ẑ`` is unbiased so ``log Ẑ`` is biased low in expectation (Jensen) and the
+        log-likelihood estimate biased high by about ``½ se²``.
+        """
+        v = self._flat(v)
+        log_z, se = self.log_partition(method, return_stderr=True, num_chains=num_particles, **opts)
+        with torch.no_grad():
+            ll = -self._free_energy(v) - log_z
+        return (ll, se) if return_stderr else ll
+
+    def as_distribution(self) -> ModelDistribution:
+        """A Pyro distribution with ``log_prob = -F(v) - log Z`` (see :meth:`log_prob`) and ``sample``."""
+        return self._dist_class(self, self.event_shape, log_prob_fn=self.log_prob)
+
+    def config(self) -> dict[str, Any]:
+        """JSON-safe constructor arguments: ``type(rbm)(**rbm.config())`` rebuilds it."""
+        cfg = {
+            "n_visible": self.n_visible,
+            "n_hidden": self.n_hidden,
+            "objective": self.objective,
+            "k": self.k,
+            "num_chains": self.num_chains,
+            "event_shape": list(self.event_shape) if self._event_given else None,
+            "init_std": self.init_std,
+        }
+        return cfg
+
+    def extra_repr(self) -> str:
+        return f"n_visible={self.n_visible}, n_hidden={self.n_hidden}, objective={self.objective!r}, k={self.k}"
+
+
+class BernoulliRBM(_RBM):
+    r"""A Bernoulli–Bernoulli RBM: ``E(v, h) = -vᵀWh - bᵀv - cᵀh`` on ``v ∈ {0,1}^V``, ``h ∈ {0,1}^H``.
+
+    .. math::
+
+        F(v) = -b^\top v - \sum_j \operatorname{softplus}(c_j + v^\top W_{:j}),\qquad
+        p(v) = e^{-F(v)}/Z.
+
+    Args:
+        n_visible: ``V``.
+        n_hidden: ``H``.
+        objective: ``"cd"`` (CD-k from the data) or ``"pcd"`` (persistent chains).
+        k: Gibbs sweeps per training step (``>= 1``).
+        num_chains: number of persistent chains (PCD).
+        event_shape: shape of one data point if not ``(V,)`` (e.g. ``(1, 8, 8)``); samples take it.
+        init_std: standard deviation of the initial weights (biases start at 0).
+
+    Parameters: ``weight (V, H)``, ``visible_bias (V,)``, ``hidden_bias (H,)``.
+
+    References:
+        Smolensky (1986); Hinton (2002), Neural Computation 14(8); Tieleman (2008), ICML;
+        Salakhutdinov & Murray (2008), ICML.
+
+    Example:
+        >>> rbm = BernoulliRBM(4, 3)
+        >>> v = torch.bernoulli(torch.full((5, 4), 0.5))
+        >>> rbm.free_energy(v).shape, rbm.log_prob(v).shape, rbm.sample(2, gibbs_steps=3).shape
+        (torch.Size([5]), torch.Size([5]), torch.Size([2, 4]))
+        >>> bool(torch.isclose(rbm.log_partition(), torch.tensor(7 * math.log(2.0)), atol=0.01))
+        True
+    """
+
+    family = "rbm"
+    _dist_class = _BinaryIndependent
+
+    def _initial_chains(self, n: int) -> Tensor:
+        return torch.bernoulli(torch.full((n, self.n_visible), 0.5))
+
+    def _check_values(self, v: Tensor, name: str) -> None:
+        bad = (v != 0) & (v != 1)
+        if bool(bad.any()):
+            vals = torch.unique(v[bad])[:3].tolist()
+            raise ValueError(
+                f"{name} must be binary (0/1) for a BernoulliRBM; got {int(bad.sum())} entries not in "
+                f"{{0, 1}}, e.g. {', '.join(f'{x:g}' for x in vals)}"
+            )
+
+    def _scaled(self, v: Tensor) -> Tensor:
+        return v
+
+    def _visible_energy(self, v: Tensor, bias: Tensor) -> Tensor:
+        return -(v @ bias)
+
+    def _sample_visible_given(self, mean_input: Tensor, generator: torch.Generator | None) -> Tensor:
+        return torch.bernoulli(torch.sigmoid(mean_input), generator=generator)
+
+    def visible_mean(self, h: Tensor) -> Tensor:
+        return torch.sigmoid(self.visible_bias + h.to(self.weight) @ self.weight.T)
+
+    def _exact_log_z(self, max_units: int) -> Tensor:
+        m = min(self.n_visible, self.n_hidden)
+        if m > max_units:
+            raise ValueError(
+                f"exact log_partition enumerates the smaller layer (2^m states): n_visible={self.n_visible}, "
+                f"n_hidden={self.n_hidden}, so m={m} > max_units={max_units}; use method='ais'"
+            )
+        opts = {"dtype": self.weight.dtype, "device": self.weight.device}
+        if self.n_hidden <= self.n_visible:
+            # log Z = logsumexp_h [cᵀh + Σ_i softplus(b_i + (Wh)_i)]
+            return _enumerate_logsumexp(
+                lambda h: h @ self.hidden_bias + F.softplus(self.visible_bias + h @ self.weight.T).sum(-1),
+                self.n_hidden, **opts)
+        return _enumerate_logsumexp(lambda v: -self._free_energy(v), self.n_visible, **opts)
+
+    def _ais_base(self, base_bias: Tensor) -> torch.distributions.Distribution:
+        return torch.distributions.Independent(torch.distributions.Bernoulli(logits=base_bias), 1)
+
+    def _default_base_bias(self, data: Tensor | None) -> Tensor:
+        if data is None:
+            return self.visible_bias.detach().clone()
+        # Laplace-smoothed pixel means, as log-odds (Salakhutdinov & Murray 2008)
+        p = (data.sum(0) + 1.0) / (data.shape[0] + 2.0)
+        return torch.log(p) - torch.log1p(-p)
+
+
+class GaussianBernoulliRBM(_RBM):
+    r"""A Gaussian–Bernoulli RBM (Cho, Ilin & Raiko, 2011) on real ``v ∈ R^V``, binary ``h``.
+
+    .. math::
+
+        E(v, h) = \sum_i\frac{(v_i - b_i)^2}{2\sigma_i^2} - \sum_{i,j}\frac{v_i}{\sigma_i^2}W_{ij}h_j
+        - c^\top h,\qquad v \mid h \sim N(b + Wh, \operatorname{diag}\sigma^2),
+
+    .. math::
+
+        F(v) = \sum_i\frac{(v_i - b_i)^2}{2\sigma_i^2} - \sum_j\operatorname{softplus}\Big(c_j +
+        \sum_i \frac{v_i W_{ij}}{\sigma_i^2}\Big),\quad
+        \log Z = \log\sum_h e^{c^\top h + \sum_i \frac{(b_i + (Wh)_i)^2 - b_i^2}{2\sigma_i^2}}
+        + \sum_i \tfrac12\log(2\pi\sigma_i^2).
+
+    ``p(v)`` is a mixture of ``2^H`` Gaussians with shared covariance ``diag σ²``; ``log Z`` is exact
+    by enumerating the hidden layer.
+
+    Args:
+        n_visible, n_hidden, objective, k, num_chains, event_shape, init_std: as :class:`BernoulliRBM`.
+        sigma: visible standard deviation ``σ`` (all units; standardize the data first).
+        learn_sigma: learn one ``log σ_i`` per visible unit (parameter ``log_sigma``), else fixed.
+
+    Example:
+        >>> rbm = GaussianBernoulliRBM(2, 3, sigma=0.5)
+        >>> rbm.free_energy(torch.randn(4, 2)).shape, rbm.log_partition().dim()
+        (torch.Size([4]), 0)
+    """
+
+    family = "gaussian-rbm"
+    _dist_class = _RealIndependent
+
+    def __init__(
+        self,
+        n_visible: int,
+        n_hidden: int,
+        *,
+        sigma: float = 1.0,
+        learn_sigma: bool = False,
+        objective: str = "cd",
+        k: int = 1,
+        num_chains: int = 100,
+        event_shape: Sequence[int] | None = None,
+        init_std: float = 0.01,
+    ) -> None:
+        super().__init__(n_visible, n_hidden, objective=objective, k=k, num_chains=num_chains,
+                         event_shape=event_shape, init_std=init_std)
+        self.sigma_init = check_positive("sigma", sigma)
+        if not isinstance(learn_sigma, bool):
+            raise TypeError(f"learn_sigma must be a bool, got {type(learn_sigma).__name__}")
+        self.learn_sigma = learn_sigma
+        log_sigma = torch.full((self.n_visible,), math.log(self.sigma_init))
+        if learn_sigma:
+            self.log_sigma = nn.Parameter(log_sigma)
+        else:
+            self.register_buffer("log_sigma", log_sigma)
+
+    @property
+    def sigma(self) -> Tensor:
+        """``σ: (V,)``."""
+        return self.log_sigma.exp()
+
+    def _initial_chains(self, n: int) -> Tensor:
+        return torch.randn(n, self.n_visible)
+
+    def _scaled(self, v: Tensor) -> Tensor:
+        return v * torch.exp(-2.0 * self.log_sigma)
+
+    def _visible_energy(self, v: Tensor, bias: Tensor) -> Tensor:
+        return (0.5 * (v - bias) ** 2 * torch.exp(-2.0 * self.log_sigma)).sum(-1)
+
+    def _sample_visible_given(self, mean_input: Tensor, generator: torch.Generator | None) -> Tensor:
+        z = torch.randn(mean_input.shape, generator=generator, dtype=mean_input.dtype, device=mean_input.device)
+        return mean_input + self.sigma.detach() * z
+
+    def visible_mean(self, h: Tensor) -> Tensor:
+        return self.visible_bias + h.to(self.weight) @ self.weight.T
+
+    def _exact_log_z(self, max_units: int) -> Tensor:
+        if self.n_hidden > max_units:
+            raise ValueError(
+                f"exact log_partition of a GaussianBernoulliRBM enumerates the hidden layer (2^n_hidden states): "
+                f"n_hidden={self.n_hidden} > max_units={max_units}; use method='ais'"
+            )
+        inv_var = torch.exp(-2.0 * self.log_sigma)
+        b = self.visible_bias
+
+        def fn(h: Tensor) -> Tensor:
+            m = b + h @ self.weight.T
+            return h @ self.hidden_bias + 0.5 * ((m**2 - b**2) * inv_var).sum(-1)
+
+        log_z = _enumerate_logsumexp(fn, self.n_hidden, dtype=self.weight.dtype, device=self.weight.device)
+        return log_z + (0.5 * math.log(2 * math.pi) + self.log_sigma).sum()
+
+    def _ais_base(self, base_bias: Tensor) -> torch.distributions.Distribution:
+        return torch.distributions.Independent(torch.distributions.Normal(base_bias, self.sigma.detach()), 1)
+
+    def _default_base_bias(self, data: Tensor | None) -> Tensor:
+        if data is None:
+            return self.visible_bias.detach().clone()
+        return data.mean(0)
+
+    def config(self) -> dict[str, Any]:
+        cfg = super().config()
+        cfg.update(sigma=self.sigma_init, learn_sigma=self.learn_sigma)
+        return cfg
