@@ -11,6 +11,9 @@ families: a model only has to follow the training contract of ``CONTRIBUTING.md`
   own updates; extra entries (``"d_loss"``, ``"grad_norm"``, ...) are recorded as metrics;
 * optionally ``model.on_fit_step(step)`` — called after each optimizer step (EMA, buffers).
 
+Under ``torchrun`` the same call trains with DistributedDataParallel (see :mod:`probgen.distributed`
+and ``docs/distributed.md``).
+
 Example:
     >>> import torch
     >>> class Mean(torch.nn.Module):
@@ -41,9 +44,11 @@ from typing import Any, Union
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
+from probgen import distributed
 from probgen._checks import (
     check_choice_or_callable,
     check_int,
@@ -53,6 +58,7 @@ from probgen._checks import (
 )
 from probgen.checkpoint import (
     CheckpointError,
+    CheckpointWriteError,
     _load_weights,
     _model_header,
     checkpoint_file,
@@ -151,13 +157,23 @@ class History:
 
 
 def _rank_and_world_size() -> tuple[int, int]:
-    """``(rank, world_size)`` of this process. One process for now.
+    """``(rank, world_size)`` of this process: the process group's when one is initialised, else ``(0, 1)``."""
+    return distributed.rank_and_world_size()
 
-    The DDP issue replaces this with ``torch.distributed.get_rank()/get_world_size()`` when a process
-    group is initialised; :func:`fit` already writes checkpoints from rank 0 only and draws
-    minibatches through :class:`_BatchSampler`, the place where per-rank sharding goes.
+
+class _LossForward(nn.Module):
+    """``forward(*batch) = model.loss(*batch)``: what :class:`DistributedDataParallel` wraps.
+
+    DDP synchronises the gradients of the parameters used in ``forward``; probgen models expose
+    ``loss`` rather than ``forward``, so this module routes one to the other.
     """
-    return 0, 1
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, *batch: Tensor) -> Tensor:
+        return self.model.loss(*batch)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -185,6 +201,10 @@ def _prepare_data(data: Data) -> tuple[Tensor, ...]:
     for i, (name, t) in enumerate(zip(names, tensors)):
         if not isinstance(t, Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        if t.is_meta:
+            raise ValueError(
+                f"{name} is on the 'meta' device (a shape without values); pass real data on 'cpu' or 'cuda'"
+            )
         # the first tensor holds the observations: floating; later ones may be labels (integers)
         check_tensor(name, t, min_ndim=1, floating=(i == 0 or t.is_floating_point()))
     n = tensors[0].shape[0]
@@ -203,24 +223,39 @@ class _BatchSampler:
     a new permutation is drawn (the ``N mod batch_size`` leftover rows of an epoch are skipped, so
     every batch has the same size and every row the same chance). With ``N <= batch_size`` every
     batch is the whole data.
+
+    Distributed: every rank draws the same permutation (the generator is seeded alike on every
+    rank) and keeps its contiguous shard of each global batch (:func:`probgen.distributed.shard`),
+    so the shards of one step are disjoint and together form the single-process batch.
     """
 
-    def __init__(self, tensors: tuple[Tensor, ...], batch_size: int, generator: torch.Generator):
+    def __init__(self, tensors: tuple[Tensor, ...], batch_size: int, generator: torch.Generator, *,
+                 rank: int = 0, world_size: int = 1):
         self.tensors = tensors
         self.num_data = int(tensors[0].shape[0])
         self.batch_size = batch_size
         self.generator = generator
         self.permutation: Tensor | None = None
         self.position = 0
+        self.rank, self.world_size = rank, world_size
+        self.global_batch = min(self.num_data, batch_size)
+        start, stop = distributed.shard_bounds(self.global_batch, rank=rank, world_size=world_size)
+        #: this rank's share of the global batch, ``n_r / B`` (1 in a single process)
+        self.weight = (stop - start) / self.global_batch
 
     def next(self) -> tuple[Tensor, ...]:
         if self.num_data <= self.batch_size:
-            return self.tensors
+            if self.world_size == 1:
+                return self.tensors
+            start, stop = distributed.shard_bounds(self.num_data, rank=self.rank, world_size=self.world_size)
+            return tuple(t[start:stop] for t in self.tensors)
         if self.permutation is None or self.position + self.batch_size > self.num_data:
             self.permutation = torch.randperm(self.num_data, generator=self.generator)
             self.position = 0
         idx = self.permutation[self.position: self.position + self.batch_size]
         self.position += self.batch_size
+        if self.world_size > 1:
+            idx = distributed.shard(idx, rank=self.rank, world_size=self.world_size)
         device = self.tensors[0].device
         if device.type != "cpu":
             idx = idx.to(device, non_blocking=True)
@@ -279,8 +314,8 @@ def _set_rng_state(state: Mapping[str, Any]) -> None:
 def _resolve_device(device: Any, model: nn.Module) -> torch.device:
     if device is None:
         first = next(chain(model.parameters(), model.buffers()), None)
-        return first.device if first is not None else torch.device("cpu")
-    if isinstance(device, str):
+        dev = first.device if first is not None else torch.device("cpu")
+    elif isinstance(device, str):
         try:
             dev = torch.device(device)
         except RuntimeError:
@@ -299,6 +334,13 @@ def _resolve_device(device: Any, model: nn.Module) -> torch.device:
             )
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise ValueError(f"device {str(dev)!r} does not exist: {torch.cuda.device_count()} CUDA device(s) visible")
+    if dev.type == "meta":
+        what = f"device {str(dev)!r} holds" if device is not None else "the model's parameters are on the 'meta' " \
+            "device, which holds"
+        raise ValueError(
+            f"{what} shapes without values and cannot train; valid devices: 'cpu', 'cuda', 'cuda:N', 'mps' "
+            "(materialise a meta model with model.to_empty(device='cpu') and initialise it)"
+        )
     if dev.type == "mps" and not torch.backends.mps.is_available():
         raise ValueError("device 'mps' was requested but MPS is not available; use device='cpu'")
     return dev
@@ -441,6 +483,25 @@ def fit(
     the same model family and config and the same ``batch_size``, ``seed``, ``lr``,
     ``weight_decay``, ``grad_clip``, ``lr_schedule`` (and ``steps`` for ``"cosine"``) and data size.
 
+    Distributed training: launched with ``torchrun --nproc_per_node=N script.py`` (or any launcher
+    setting ``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``), ``fit`` initialises the
+    process group itself if it is not initialised yet (NCCL for CUDA, gloo for CPU; see
+    :mod:`probgen.distributed`), moves each rank to ``cuda:LOCAL_RANK`` when ``device="cuda"``, and
+    trains with :class:`~torch.nn.parallel.DistributedDataParallel` around ``model.loss``.
+    ``batch_size`` is the **global** batch: every rank draws the same permutation from ``seed`` and
+    takes its contiguous shard of each batch, and rank ``r``'s loss is weighted by
+    :math:`W n_r / B` so that the averaged gradient is that of the mean loss over the global batch
+    — for a loss that is a mean over rows, ``N`` processes follow the single-process trajectory up
+    to floating-point rounding. Pass the full data on every rank. ``history`` holds the
+    global-batch loss on every rank. Model noise (``torch.randn`` inside ``loss``) is seeded with
+    ``seed + rank``. Checkpoints are written by rank 0 while the others wait, and hold every rank's
+    RNG state, so a resumed run with the same world size continues exactly; every rank reads the
+    checkpoint on resume (put it on a file system all ranks see). The progress bar shows on rank 0
+    only; ``callback`` runs on every rank. Two-player models (``training_step``) are supported only
+    if they average their own gradients (:func:`probgen.distributed.all_reduce_gradients`) and set
+    ``averages_gradients = True``; otherwise ``fit`` raises :class:`NotImplementedError`. ``fit``
+    leaves the process group initialised; call :func:`probgen.distributed.cleanup` at the end.
+
     Non-finite values: when the loss of a step is NaN or infinite, ``fit`` stops with
     :class:`NonFiniteLossError` before that step updates the weights; checkpoints are never written
     from non-finite parameters, so the file on disk is the last good one.
@@ -452,7 +513,8 @@ def fit(
             optionally ``on_fit_step(step)``.
         data: the training data (see above); float32/float64, finite, non-empty.
         steps: total number of optimizer steps (>= 1), counting steps of a resumed run.
-        batch_size: rows per minibatch; the whole data when ``N <= batch_size``.
+        batch_size: rows per minibatch (the global batch, summed over ranks under torchrun); the
+            whole data when ``N <= batch_size``.
         lr: Adam learning rate (> 0); passed to ``configure_optimizers`` for two-player models.
         seed: integer seed (>= 0), or ``None``.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, a ``torch.device``; default: the model's device.
@@ -479,6 +541,7 @@ def fit(
     Raises:
         TypeError, ValueError: invalid arguments, with the argument named.
         NonFiniteLossError: the loss or the parameters became NaN/inf.
+        NotImplementedError: a two-player model under torchrun that does not average its gradients.
         CheckpointError: the checkpoint to resume from is unusable or belongs to another model.
         CheckpointWriteError: a checkpoint could not be written (the previous one is intact).
 
@@ -543,6 +606,32 @@ def fit(
         )
     tensors = _prepare_data(data)
     dev = _resolve_device(device, model)
+    # ---- distributed (torchrun) -----------------------------------------------------------------
+    distributed.init_from_env(device=dev)
+    rank, world_size = _rank_and_world_size()
+    if world_size > 1:
+        if dev.type == "cuda" and dev.index is None:
+            dev = torch.device("cuda", distributed.local_rank())  # one GPU per process
+        if two_player and not getattr(model, "averages_gradients", False):
+            raise NotImplementedError(
+                f"{type(model).__name__} trains with its own training_step, which fit cannot wrap in "
+                f"DistributedDataParallel (world size {world_size}); average the gradients inside training_step "
+                "with probgen.distributed.all_reduce_gradients(params) and set the class attribute "
+                "averages_gradients = True, or train it in a single process"
+            )
+        sizes = distributed.all_gather_object(int(tensors[0].shape[0]))
+        if len(set(sizes)) != 1:
+            raise ValueError(
+                f"data must be the same on every rank under torchrun; ranks hold {sizes} rows (pass the full "
+                "data set to fit on every rank: fit shards each global batch itself)"
+            )
+        if min(sizes[0], batch_size) < world_size:
+            raise ValueError(
+                f"batch_size={batch_size} (or the data size {sizes[0]}) is smaller than the world size {world_size}; "
+                "every rank needs at least one row of each global batch"
+            )
+        if seed is None:  # every rank must draw the same permutations
+            seed = distributed.broadcast_int(int(torch.randint(0, 2**62, ()).item()) if rank == 0 else 0)
     param_dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
     if len(param_dtypes) == 1 and tensors[0].dtype not in param_dtypes:
         (param_dtype,) = param_dtypes
@@ -558,13 +647,14 @@ def fit(
     if seed is not None:
         import pyro
 
-        pyro.set_rng_seed(seed)  # torch (CPU and CUDA), Python and NumPy
+        # torch (CPU and CUDA), Python and NumPy; ranks > 0 draw their model noise from other streams
+        pyro.set_rng_seed(seed + rank)
     generator = torch.Generator(device="cpu")
     if seed is not None:
-        generator.manual_seed(seed)
+        generator.manual_seed(seed)  # the same minibatch permutations on every rank
     else:
         generator.seed()
-    sampler = _BatchSampler(tensors, batch_size, generator)
+    sampler = _BatchSampler(tensors, batch_size, generator, rank=rank, world_size=world_size)
 
     if two_player:
         optimizers = model.configure_optimizers(lr)
@@ -583,6 +673,16 @@ def fit(
         if not params:
             raise ValueError(f"{type(model).__name__} has no trainable parameters")
         optimizers = [torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)]
+    # the loss goes through DDP's forward so that backward averages the gradients over ranks
+    loss_forward: Callable[..., Tensor] = model.training_step if two_player else model.loss
+    if world_size > 1 and not two_player:
+        loss_forward = DistributedDataParallel(
+            _LossForward(model), device_ids=[dev.index] if dev.type == "cuda" else None,
+            find_unused_parameters=False,
+        )  # also broadcasts rank 0's parameters and buffers, and rank 0's buffers before each forward
+    elif world_size > 1:
+        distributed.broadcast_module(model)
+    loss_scale = world_size * sampler.weight  # n_r / B relative to an equal share: exact global mean
     factor = _lr_factor(schedule, steps)
     schedulers = [LambdaLR(o, factor) for o in optimizers] if factor is not None else []
 
@@ -590,7 +690,7 @@ def fit(
         "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "weight_decay": weight_decay,
         "grad_clip": grad_clip, "lr_schedule": schedule if isinstance(schedule, str) else "callable",
         "checkpoint_every": checkpoint_every, "num_data": sampler.num_data, "two_player": two_player,
-        "device": str(dev),
+        "device": str(dev), "world_size": world_size,
     }
 
     history = History()
@@ -617,7 +717,15 @@ def fit(
                 opt.load_state_dict(state)
             for sched, state in zip(schedulers, training["schedulers"]):
                 sched.load_state_dict(state)
-            _set_rng_state(training["rng"])
+            rank_states = training.get("rng_per_rank")
+            if world_size > 1 and isinstance(rank_states, list) and len(rank_states) == world_size:
+                _set_rng_state(rank_states[rank])  # each rank continues its own noise streams
+            else:
+                _set_rng_state(training["rng"])
+                if rank > 0:  # a different world size: decorrelate the ranks' noise (not bit-for-bit)
+                    import pyro
+
+                    pyro.set_rng_seed((seed or 0) + rank + 7919 * int(training.get("step", 0)))
             sampler.load_state_dict(training["sampler"])
             history = History.from_dict(training["history"])
         except (KeyError, TypeError, IndexError, AttributeError, RuntimeError) as error:
@@ -629,31 +737,49 @@ def fit(
                                   f"{history.steps_done} steps of history)")
         saved_step = start
 
-    rank, _world_size = _rank_and_world_size()
-    writes_checkpoints = target is not None and rank == 0
+    writes_checkpoints = target is not None  # every rank takes part; rank 0 alone writes the file
+    if target is not None and rank == 0:
+        _remove_stale_temp_files(target)
 
     def write(step: int) -> None:
         nonlocal saved_step
-        if not _all_finite(model):
+        if not _all_finite(model):  # the same parameters on every rank: every rank stops together
             raise NonFiniteLossError(
                 f"parameters of {_describe(model)} are NaN/inf after step {step}; the checkpoint was not "
                 f"written{_kept(target, saved_step)}",
                 step=step, checkpoint_path=target if saved_step is not None else None,
                 checkpoint_step=saved_step, history=history,
             )
-        payload = _model_header(model)
-        payload["state_dict"] = model.state_dict()
-        payload["extra"] = None
-        payload["training"] = {
-            "step": step,
-            "fit_args": fit_args,
-            "optimizers": [o.state_dict() for o in optimizers],
-            "schedulers": [_scheduler_state(s) for s in schedulers],
-            "rng": _rng_state(dev),
-            "sampler": sampler.state_dict(),
-            "history": history.to_dict(),
-        }
-        write_checkpoint(target, payload)
+        rng = _rng_state(dev)
+        rng_per_rank = distributed.all_gather_object(rng) if world_size > 1 else None
+        failure: BaseException | None = None
+        if rank == 0:
+            payload = _model_header(model)
+            payload["state_dict"] = model.state_dict()
+            payload["extra"] = None
+            payload["training"] = {
+                "step": step,
+                "fit_args": fit_args,
+                "optimizers": [o.state_dict() for o in optimizers],
+                "schedulers": [_scheduler_state(s) for s in schedulers],
+                "rng": rng,
+                "sampler": sampler.state_dict(),
+                "history": history.to_dict(),
+            }
+            if rng_per_rank is not None:
+                payload["training"]["rng_per_rank"] = rng_per_rank
+            try:
+                write_checkpoint(target, payload)
+            except Exception as error:  # noqa: BLE001 - re-raised below, after telling the other ranks
+                failure = error
+        if world_size > 1 and distributed.any_rank(failure is not None):  # also the barrier after the write
+            if failure is not None:
+                raise failure
+            raise CheckpointWriteError(
+                f"rank 0 could not write checkpoint {target} at step {step}; the previous file (if any) is intact"
+            )
+        if failure is not None:
+            raise failure
         saved_step = step
 
     # ---- loop -------------------------------------------------------------------------------
@@ -662,7 +788,7 @@ def fit(
     ema, ema_weight = 0.0, 0.0
     wall_before = history.wall_time
     t0 = time.perf_counter()
-    bar = _progress_bar(progress, steps, start, _describe(model))
+    bar = _progress_bar(progress and rank == 0, steps, start, _describe(model))
     try:
         for step in range(start + 1, steps + 1):
             batch = sampler.next()
@@ -670,12 +796,17 @@ def fit(
                 batch = (batch_transform(batch[0]), *batch[1:])
             metrics: dict[str, float] = {}
             if two_player:
-                out = model.training_step(batch, optimizers)
+                try:
+                    out = model.training_step(batch, optimizers)
+                except Exception as error:  # noqa: BLE001 - re-raised as is unless the parameters are NaN
+                    raise _poisoned(model, "training_step", error, step, steps, target, saved_step, history)
                 if not isinstance(out, Mapping) or "loss" not in out:
                     raise TypeError(
                         f"{type(model).__name__}.training_step must return a dict with a 'loss' entry, got {out!r}"
                     )
                 metrics = {str(k): _as_metric(str(k), v) for k, v in out.items()}
+                if world_size > 1:
+                    metrics = distributed.all_reduce_metrics(metrics, weight=sampler.weight)
                 loss_value = metrics.pop("loss")
                 if not math.isfinite(loss_value):
                     raise _nonfinite("training_step reported a loss of", loss_value, step, steps, target,
@@ -683,8 +814,15 @@ def fit(
             else:
                 for opt in optimizers:
                     opt.zero_grad(set_to_none=True)
-                loss = _check_loss(model, model.loss(*batch))
-                loss_value = float(loss.detach().item())
+                try:
+                    loss = _check_loss(model, loss_forward(*batch))
+                except Exception as error:  # noqa: BLE001 - re-raised as is unless the parameters are NaN
+                    raise _poisoned(model, "loss", error, step, steps, target, saved_step, history)
+                if world_size > 1:  # the global-batch mean, identical on every rank
+                    loss_value = float(distributed.all_reduce_mean(loss, weight=sampler.weight).item())
+                    loss = loss * loss_scale if loss_scale != 1.0 else loss
+                else:
+                    loss_value = float(loss.detach().item())
                 if not math.isfinite(loss_value):
                     raise _nonfinite("the loss is", loss_value, step, steps, target, saved_step, history, updated=False)
                 if not loss.requires_grad:
@@ -703,6 +841,10 @@ def fit(
                     opt.step()
             for sched in schedulers:
                 sched.step()
+            if world_size > 1 and step == start + 1:
+                # data-dependent initialisation (e.g. ActNorm on the first batch) ran on each rank's own
+                # shard: make every rank start from rank 0's parameters (identical from then on)
+                distributed.broadcast_module(model)
             if on_fit_step is not None:
                 on_fit_step(step)
             history._append(loss_value, metrics)
@@ -720,6 +862,33 @@ def fit(
         bar.close()
     history.wall_time = wall_before + (time.perf_counter() - t0)
     return history
+
+
+def _remove_stale_temp_files(target: Path) -> list[Path]:
+    """Delete temporary files a killed writer left beside ``target`` (``.<name>.<32 hex>.tmp``).
+
+    :func:`probgen.checkpoint.write_checkpoint` removes its temporary file on any error, but a
+    process killed with SIGKILL (or a power cut) cannot; such a file is never read (readers open
+    ``target`` only) and is removed here when the next run on the same checkpoint starts.
+    """
+    removed: list[Path] = []
+    prefix = f".{target.name}."
+    try:
+        candidates = list(target.parent.iterdir()) if target.parent.is_dir() else []
+    except OSError:
+        return removed
+    for path in candidates:
+        name = path.name
+        if not (name.startswith(prefix) and name.endswith(".tmp")):
+            continue
+        token = name[len(prefix): -len(".tmp")]
+        if len(token) == 32 and all(c in "0123456789abcdef" for c in token) and path.is_file():
+            try:
+                path.unlink()
+                removed.append(path)
+            except OSError:
+                pass
+    return removed
 
 
 def _scheduler_state(scheduler: LambdaLR) -> dict[str, Any]:
@@ -746,6 +915,25 @@ def _nonfinite(what: str, value: float, step: int, steps: int, target: Path | No
         step=step, checkpoint_path=target if saved_step is not None else None, checkpoint_step=saved_step,
         history=history,
     )
+
+
+def _poisoned(model: nn.Module, method: str, error: BaseException, step: int, steps: int, target: Path | None,
+              saved_step: int | None, history: History) -> BaseException:
+    """The exception to raise when ``model.<method>`` failed: a :class:`NonFiniteLossError` if the
+    parameters are NaN/inf (a model's own input checks or distributions often refuse NaN before a
+    NaN loss could appear), else ``error`` itself."""
+    if isinstance(error, NonFiniteLossError) or _all_finite(model):
+        return error
+    first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    nonfinite = NonFiniteLossError(
+        f"the parameters of {_describe(model)} are NaN/inf at step {step} of {steps}: {type(model).__name__}."
+        f"{method} failed with {type(error).__name__}: {first}; training stopped before this step updated the "
+        f"weights{_kept(target, saved_step)}. Try a smaller lr, grad_clip, or check the data and the model",
+        step=step, checkpoint_path=target if saved_step is not None else None, checkpoint_step=saved_step,
+        history=history,
+    )
+    nonfinite.__cause__ = error
+    return nonfinite
 
 
 def _progress_bar(progress: bool, steps: int, start: int, name: str) -> Any:
