@@ -89,6 +89,7 @@ FAMILIES: dict[str, str] = {
     "score-sde": "probgen.diffusion:ScoreSDE",
     "ddpm": "probgen.diffusion:DDPM",
     "vae": "probgen.vae:VAE",
+    "cvae": "probgen.vae:ConditionalVAE",
     "ebm": "probgen.ebm:EBM",
     "rbm": "probgen.ebm:BernoulliRBM",
     "gaussian-rbm": "probgen.ebm:GaussianBernoulliRBM",

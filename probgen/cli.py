@@ -112,6 +112,20 @@ def build_parser() -> argparse.ArgumentParser:
     nll.add_argument("--device", default="cpu")
     nll.add_argument("--seed", type=_nonnegative_int, default=0)
 
+    mcmc = sub.add_parser("mcmc", help="sample a potential with batched MALA/ULA/HMC or Pyro NUTS; ArviZ summary")
+    mcmc.add_argument("--potential", required=True,
+                      help="a built-in potential (gaussian, funnel, banana) or module:function / file.py:function "
+                           "returning U(x) for x of shape (C, D) (this imports and runs that code)")
+    mcmc.add_argument("--dim", type=_positive_int, default=10, help="dimension D")
+    mcmc.add_argument("--kernel", default="mala", help="mala, ula, hmc or nuts")
+    mcmc.add_argument("--chains", type=_positive_int, default=None, help="chains (default: 1000 batched, 4 for nuts)")
+    mcmc.add_argument("--samples", type=_positive_int, default=1000, help="draws per chain after warmup")
+    mcmc.add_argument("--warmup", type=_nonnegative_int, default=None, help="warmup iterations (default: --samples)")
+    mcmc.add_argument("--step-size", type=_positive_float, default=None, help="initial (ULA: fixed) step size")
+    mcmc.add_argument("--out", default=None, help="output folder (default: runs/mcmc-<potential>-<kernel>)")
+    mcmc.add_argument("--device", default="cpu")
+    mcmc.add_argument("--seed", type=_nonnegative_int, default=0)
+
     data = sub.add_parser("data", help="built-in data sets")
     data_sub = data.add_subparsers(dest="data_command", metavar="ACTION", parser_class=_Parser)
     data_sub.required = True
@@ -138,6 +152,17 @@ def _check_device(name: str) -> str:
             raise UsageError(f"--device {name!r}: CUDA is not available on this machine; valid choices here: 'cpu'")
         return name
     raise UsageError(f"--device {name!r} is not valid; valid choices: 'cpu', 'cuda', 'cuda:N'")
+
+
+def _check_out_dir(flag: str, out: Path) -> None:
+    """Refuse an output folder that cannot be created, before any work is done."""
+    for parent in (out, *out.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                raise UsageError(f"{flag} {str(out)!r}: {str(parent)!r} is a file, not a folder")
+            if not os.access(parent, os.W_OK):
+                raise UsageError(f"{flag} {str(out)!r}: folder {str(parent)!r} is not writable")
+            return
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
@@ -185,6 +210,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     recipe = recipes.get(args.family)
     device = _check_device(args.device)
     out = Path(args.out or f"runs/{args.family}-{Path(args.data).stem}")
+    _check_out_dir("--out", out)
     ckpt = out / "checkpoint.pt"
     if ckpt.exists() and not (args.resume or args.force):
         raise UsageError(f"--out {str(out)!r} already holds a checkpoint; pass --resume to continue it or --force to overwrite it")
@@ -310,6 +336,128 @@ def _cmd_nll(args: argparse.Namespace) -> int:
     return 0
 
 
+_MCMC_KERNELS = ("mala", "ula", "hmc", "nuts")
+
+
+def _user_potential(spec: str):
+    """Import ``module:function`` or ``path/to/file.py:function`` (user code, run on purpose)."""
+    import importlib
+    import importlib.util
+
+    target, _, attr = spec.rpartition(":")
+    if not target or not attr:
+        raise UsageError(f"--potential {spec!r}: expected a built-in name or module:function")
+    if target.endswith(".py"):
+        if not Path(target).is_file():
+            raise UsageError(f"--potential {spec!r}: file {target!r} does not exist")
+        module_spec = importlib.util.spec_from_file_location(Path(target).stem, target)
+        module = importlib.util.module_from_spec(module_spec)
+        module_spec.loader.exec_module(module)
+    else:
+        try:
+            module = importlib.import_module(target)
+        except ImportError as exc:
+            raise UsageError(f"--potential {spec!r}: cannot import {target!r} ({exc})") from None
+    fn = getattr(module, attr, None)
+    if not callable(fn):
+        raise UsageError(f"--potential {spec!r}: {target!r} has no callable {attr!r}")
+    return fn
+
+
+def _cmd_mcmc(args: argparse.Namespace) -> int:
+    import torch
+
+    from probgen import diagnostics
+    from probgen._checks import check_choice
+    from probgen.infer import potentials, run_chains
+
+    device = _check_device(args.device)
+    kernel = check_choice("--kernel", args.kernel, _MCMC_KERNELS)
+    if ":" in args.potential:
+        fn = _user_potential(args.potential)
+        target = potentials.Potential(args.potential, args.dim, fn)
+        label = Path(args.potential.rpartition(":")[2]).stem
+    else:
+        check_choice("--potential", args.potential, tuple(potentials.POTENTIALS))
+        target = potentials.get_potential(args.potential, args.dim)
+        label = args.potential
+    chains = args.chains or (4 if kernel == "nuts" else 1000)
+    if kernel == "nuts" and chains > 64:
+        raise UsageError(f"--chains {chains}: NUTS runs one Pyro chain at a time; use at most 64, or a batched "
+                         "kernel (mala, ula, hmc) for many chains")
+    if kernel == "ula" and args.step_size is None:
+        raise UsageError("--kernel ula needs --step-size (ULA is biased by O(step size); choose it)")
+    warmup = args.samples if args.warmup is None else args.warmup
+    out = Path(args.out or f"runs/mcmc-{label}-{kernel}")
+    _check_out_dir("--out", out)
+    gen = torch.Generator(device=device).manual_seed(args.seed)
+    torch.manual_seed(args.seed)
+    init = torch.randn(chains, target.dim, generator=gen, device=device, dtype=torch.float64)
+    probe = target(init[:2])
+    if not isinstance(probe, torch.Tensor) or tuple(probe.shape) != (2,):
+        raise UsageError(f"--potential {args.potential!r} must map x of shape (C, {target.dim}) to (C,), "
+                         f"got {tuple(getattr(probe, 'shape', ()))}")
+    print(f"sampling {label} (D = {target.dim}) with {kernel}: {chains} chains, {warmup} warmup + {args.samples} draws",
+          flush=True)
+    start = time.perf_counter()
+    if kernel == "nuts":
+        samples, stats = _nuts_chains(target, init, args.samples, warmup)
+    else:
+        res = run_chains(target, init, kernel=kernel, num_samples=args.samples, warmup_steps=warmup,
+                         step_size=args.step_size, generator=gen)
+        samples = res.samples
+        stats = {"diverging": res.diverging, "acceptance_rate": res.accept_prob}
+    seconds = time.perf_counter() - start
+    idata = diagnostics.to_inference_data({"x": samples.detach().cpu()}, sample_stats=stats)
+    table = diagnostics.summary(idata)
+    ess = diagnostics.ess(samples.detach().cpu())
+    min_ess = float(torch.as_tensor(ess).min())
+    if target.mean is not None:
+        table["true_mean"] = target.mean.numpy()
+        table["true_sd"] = target.cov.diagonal().sqrt().numpy()
+    import pandas as pd
+
+    with pd.option_context("display.max_rows", 12, "display.width", 120):
+        print(table.round(3).to_string(max_rows=12))
+    n_div = int(stats["diverging"].sum())
+    acc = float(stats["acceptance_rate"].double().mean()) if "acceptance_rate" in stats else float("nan")
+    print(f"{seconds:.1f} s; min bulk ESS {min_ess:,.0f} ({min_ess / seconds:,.0f}/s); acceptance {acc:.3f}; "
+          f"divergences {n_div}")
+    out.mkdir(parents=True, exist_ok=True)
+    _atomic_write_text(out / "summary.csv", table.to_csv())
+    # the trace plot shows what a person can read: 4 chains, the first 4 coordinates, one row each
+    shown = diagnostics.to_inference_data(
+        {f"x[{i}]": samples[:4, :, i].detach().cpu() for i in range(min(target.dim, 4))},
+        sample_stats={k: v[:4] for k, v in stats.items()})
+    diagnostics.plot_trace(shown, path=str(out / "trace.png"))
+    tmp = out / f".samples.pt.tmp-{os.getpid()}"
+    torch.save(samples.detach().cpu(), tmp)
+    os.replace(tmp, out / "samples.pt")
+    print(f"wrote {out / 'summary.csv'}, {out / 'trace.png'}, {out / 'samples.pt'}")
+    return 0
+
+
+def _nuts_chains(target, init, num_samples: int, warmup: int):
+    """Pyro NUTS, one chain after another (a potential closure need not be picklable this way)."""
+    import torch
+    from pyro.infer import MCMC, NUTS
+
+    draws, diverging, accept = [], [], []
+    for c in range(init.shape[0]):
+        kernel = NUTS(potential_fn=lambda p: target(p["x"][None])[0])
+        mcmc = MCMC(kernel, num_samples=num_samples, warmup_steps=warmup, initial_params={"x": init[c]},
+                    disable_progbar=False)
+        mcmc.run()
+        draws.append(mcmc.get_samples()["x"])
+        diag = mcmc.diagnostics()
+        div = torch.zeros(num_samples, dtype=torch.bool)
+        idx = diag.get("divergences", {}).get("chain 0", [])
+        div[torch.as_tensor(idx, dtype=torch.long)] = True
+        diverging.append(div)
+        accept.append(torch.full((num_samples,), float(diag.get("acceptance rate", {}).get("chain 0", float("nan")))))
+    return torch.stack(draws), {"diverging": torch.stack(diverging), "acceptance_rate": torch.stack(accept)}
+
+
 def _cmd_data(args: argparse.Namespace) -> int:
     from probgen.data import list_datasets
 
@@ -320,7 +468,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"fit": _cmd_fit, "sample": _cmd_sample, "nll": _cmd_nll, "data": _cmd_data}
+_COMMANDS = {"fit": _cmd_fit, "sample": _cmd_sample, "nll": _cmd_nll, "mcmc": _cmd_mcmc, "data": _cmd_data}
 
 
 def _one_line(exc: BaseException) -> str:

@@ -98,8 +98,11 @@ class ModelDistribution(TorchDistribution):
     """
 
     arg_constraints: dict = {}
-    support = constraints.real_vector
     has_rsample = False
+
+    @property
+    def support(self):
+        return constraints.independent(constraints.real, len(self.event_shape))
 
     def __init__(self, model: Any, event_shape: tuple[int, ...], *, log_prob_fn=None, sample_opts=None,
                  validate_args=None):
@@ -109,23 +112,24 @@ class ModelDistribution(TorchDistribution):
         super().__init__(batch_shape=torch.Size(), event_shape=torch.Size(event_shape), validate_args=False)
 
     def expand(self, batch_shape, _instance=None):
-        if tuple(batch_shape) == ():
-            return self
-        raise NotImplementedError(
-            "a model-backed distribution has no batch dimensions; draw several samples with "
-            "sample_shape or put it under a pyro.plate with obs=x of shape (N, *event)"
-        )
+        """Independent copies over ``batch_shape`` (what ``pyro.plate`` asks for): draws of the same model."""
+        new = self._get_checked_instance(ModelDistribution, _instance)
+        new.model = self.model
+        new._log_prob_fn = self._log_prob_fn
+        new._sample_opts = self._sample_opts
+        super(ModelDistribution, new).__init__(torch.Size(batch_shape), self.event_shape, validate_args=False)
+        return new
 
     def sample(self, sample_shape=torch.Size()) -> Tensor:
-        sample_shape = torch.Size(sample_shape)
+        shape = torch.Size(sample_shape) + self.batch_shape
         n = 1
-        for s in sample_shape:
+        for s in shape:
             n *= s
         with torch.no_grad():
             x = self.model.sample(max(n, 1), **self._sample_opts)
-        if len(sample_shape) == 0:
+        if len(shape) == 0:
             return x[0]
-        return x.reshape(*sample_shape, *self.event_shape)
+        return x.reshape(*shape, *self.event_shape)
 
     def log_prob(self, value: Tensor) -> Tensor:
         fn = self._log_prob_fn if self._log_prob_fn is not None else getattr(self.model, "log_prob", None)

@@ -343,6 +343,8 @@ def plot_trace(
         warnings.simplefilter("ignore", DeprecationWarning)  # ArviZ 0.2x vs. matplotlib >= 3.11 kwargs
         result = az.plot_trace(idata, **kwargs)
     fig = _figure_of(result)
+    if hasattr(fig, "set_layout_engine"):  # keep titles clear of the tick labels above them
+        fig.set_layout_engine("constrained")
     if path is not None:
         save_figure(fig, path)
     return fig

@@ -1,0 +1,147 @@
+"""The `probgen` command: bad arguments exit 2 with one line; fit/sample/nll work end to end."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from probgen.cli import main
+
+
+def _run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize(
+    "argv, pattern",
+    [
+        ([], r"required|COMMAND"),
+        (["fit", "nosuchfamily", "--data", "8gaussians"], r"unknown family 'nosuchfamily'; valid choices: .*'flow'"),
+        (["fit", "flow", "--data", "nosuchset"], r"nosuchset"),
+        (["fit", "flow", "--data", "8gaussians", "--steps", "0"], r"--steps.*positive integer"),
+        (["fit", "flow", "--data", "8gaussians", "--steps", "ten"], r"--steps.*positive integer"),
+        (["fit", "flow", "--data", "8gaussians", "--lr", "-1"], r"--lr.*positive number"),
+        (["fit", "flow", "--data", "8gaussians", "--lr", "nan"], r"--lr.*positive number"),
+        (["fit", "flow", "--data", "8gaussians", "--kind", "bogus"], r"unknown --kind 'bogus'; valid choices: .*'spline'"),
+        (["fit", "flow", "--data", "8gaussians", "--objective", "cd"], r"--objective is not used by family 'flow'"),
+        (["fit", "flow", "--data", "8gaussians", "--device", "tpu"], r"--device 'tpu' is not valid"),
+        (["fit", "flow"], r"--data"),
+        (["sample", "/nonexistent/run"], r"does not exist"),
+        (["nll", "/nonexistent/run", "--data", "8gaussians"], r"does not exist"),
+        (["data", "frobnicate"], r"invalid choice"),
+        (["fit", "flow", "--data", "8gaussians", "--bogus-flag"], r"unrecognized arguments"),
+    ],
+)
+def test_bad_arguments_exit_2_with_one_line(capsys, argv, pattern):
+    code, out, err = _run(capsys, *argv)
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("probgen: error: ")
+    assert pytest.importorskip("re").search(pattern, lines[0]), lines[0]
+
+
+def test_cuda_refused_when_unavailable(capsys):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    code, _, err = _run(capsys, "fit", "flow", "--data", "8gaussians", "--device", "cuda")
+    assert code == 2 and "CUDA is not available" in err
+
+
+def test_data_list(capsys):
+    code, out, _ = _run(capsys, "data", "list")
+    assert code == 0
+    for name in ("8gaussians", "checkerboard", "rings", "digits"):
+        assert name in out
+
+
+def test_console_script_exit_status_and_no_traceback():
+    proc = subprocess.run(
+        [sys.executable, "-m", "probgen.cli", "fit", "flow", "--data", "8gaussians", "--steps", "-3"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_fit_sample_nll_end_to_end(tmp_path, capsys):
+    out = tmp_path / "run"
+    code, text, err = _run(capsys, "fit", "flow", "--data", "8gaussians", "--steps", "30", "--out", str(out),
+                           "--no-progress", "--num-samples", "200")
+    assert code == 0, err
+    assert "test NLL" in text and "true entropy" in text and "KL gap" in text
+    for name in ("checkpoint.pt", "samples.png", "summary.json"):
+        assert (out / name).stat().st_size > 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["family"] == "flow" and summary["data"] == "8gaussians"
+    nll = summary["metrics"]["test NLL"]["value"]
+    assert nll > summary["metrics"]["true entropy"]["value"] - 0.05  # a model cannot beat the entropy by much
+
+    # a second fit into the same folder is refused and leaves the checkpoint untouched
+    before = (out / "checkpoint.pt").read_bytes()
+    code, _, err = _run(capsys, "fit", "flow", "--data", "8gaussians", "--steps", "30", "--out", str(out))
+    assert code == 2 and "--resume" in err
+    assert (out / "checkpoint.pt").read_bytes() == before
+
+    code, text, err = _run(capsys, "sample", str(out), "-n", "50")
+    assert code == 0, err
+    samples = torch.load(out / "samples.pt", weights_only=True)
+    assert samples.shape == (50, 2) and torch.isfinite(samples).all()
+
+    code, text, err = _run(capsys, "nll", str(out), "--data", "8gaussians", "-n", "500")
+    assert code == 0, err
+    reported = float(text.split("test NLL")[1].split()[0])
+    assert abs(reported - nll) < 0.5  # 500 points vs the full test split: same model, same data
+
+    code, _, err = _run(capsys, "nll", str(out), "--data", "digits")
+    assert code == 2 and "shape" in err
+
+
+def test_mcmc_builtin_potential_prints_summary_and_writes_files(tmp_path, capsys):
+    out = tmp_path / "mc"
+    code, text, err = _run(capsys, "mcmc", "--potential", "gaussian", "--dim", "3", "--kernel", "mala",
+                           "--chains", "64", "--samples", "100", "--warmup", "100", "--out", str(out))
+    assert code == 0, err
+    assert "r_hat" in text and "ess_bulk" in text and "true_mean" in text and "divergences" in text
+    for name in ("summary.csv", "trace.png", "samples.pt"):
+        assert (out / name).stat().st_size > 0
+    samples = torch.load(out / "samples.pt", weights_only=True)
+    assert samples.shape == (64, 100, 3)
+    # 6400 draws of a unit-variance target with ESS in the thousands: the mean is within 0.2 of 0
+    assert samples.mean((0, 1)).abs().max() < 0.2
+
+
+def test_mcmc_user_potential_from_a_file(tmp_path, capsys):
+    src = tmp_path / "mypot.py"
+    src.write_text("def U(x):\n    return 0.5 * ((x - 3.0) ** 2).sum(-1)\n")
+    code, text, err = _run(capsys, "mcmc", "--potential", f"{src}:U", "--dim", "2", "--kernel", "hmc",
+                           "--chains", "32", "--samples", "100", "--warmup", "100", "--out", str(tmp_path / "o"))
+    assert code == 0, err
+    samples = torch.load(tmp_path / "o" / "samples.pt", weights_only=True)
+    assert (samples.mean((0, 1)) - 3.0).abs().max() < 0.25
+
+
+@pytest.mark.parametrize(
+    "argv, pattern",
+    [
+        (["mcmc", "--potential", "nope"], r"unknown --potential 'nope'; valid choices: 'gaussian'"),
+        (["mcmc", "--potential", "gaussian", "--kernel", "gibbs"], r"unknown --kernel 'gibbs'; valid choices: 'mala', 'ula', 'hmc', 'nuts'"),
+        (["mcmc", "--potential", "gaussian", "--kernel", "ula"], r"--kernel ula needs --step-size"),
+        (["mcmc", "--potential", "gaussian", "--kernel", "nuts", "--chains", "1000"], r"at most 64"),
+        (["mcmc", "--potential", "no_such_module_xyz:U"], r"cannot import 'no_such_module_xyz'"),
+        (["mcmc", "--potential", "math:nothing_here"], r"has no callable 'nothing_here'"),
+        (["mcmc", "--potential", "gaussian", "--step-size", "0"], r"--step-size.*positive number"),
+    ],
+)
+def test_mcmc_bad_arguments(capsys, argv, pattern):
+    import re
+
+    code, _, err = _run(capsys, *argv)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and re.search(pattern, err), err
