@@ -218,14 +218,16 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         raise UsageError(f"--resume: no checkpoint in {str(out)!r} to continue")
 
     dataset = load_data(args.data, seed=args.seed)
-    options = recipe.fit_options(dataset, steps=args.steps, batch_size=args.batch_size, lr=args.lr)
+    recipe.check_dataset(dataset)
     torch.manual_seed(args.seed)
     model = recipe.build(dataset, kind=args.kind, objective=args.objective)
+    options = recipe.fit_options(dataset, steps=args.steps, batch_size=args.batch_size, lr=args.lr)
     n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     print(
         f"probgen {probgen.__version__}: fitting {recipe.describe(model)}, {n_params:,} parameters, on "
         f"{dataset.name} ({len(dataset.train):,} train / {len(dataset.test):,} test) for {options['steps']:,} steps, "
-        f"batch {options['batch_size']}, lr {options['lr']:g}, device {device}",
+        f"batch {options['batch_size']}, lr {options['lr']:g}, device {device}"
+        + (" (uniform dequantization of the levels)" if "batch_transform" in options else ""),
         flush=True,
     )
     if args.force and ckpt.exists():
@@ -260,7 +262,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         "data": dataset.name,
         "seed": args.seed,
         "device": device,
-        "fit": {k: v for k, v in options.items()},
+        "fit": {k: v for k, v in options.items() if k != "batch_transform"},
         "train_seconds": round(train_seconds, 3),
         "final_loss": history.losses[-1] if history.losses else None,
         "metrics": report,

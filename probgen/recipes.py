@@ -19,7 +19,7 @@ from torch import Tensor
 
 from probgen._checks import check_choice
 
-__all__ = ["Recipe", "RECIPES", "get", "for_model", "names", "FlowRecipe"]
+__all__ = ["Recipe", "RECIPES", "get", "for_model", "names"]
 
 
 def _stat(values: Tensor, *, scale: float = 1.0, unit: str = "nats") -> dict[str, Any]:
@@ -38,12 +38,21 @@ class Recipe:
     kinds: tuple[str, ...] = ()  #: valid ``--kind`` values (empty: the option is not used)
     objectives: tuple[str, ...] = ()  #: valid ``--objective`` values
     sample_methods: tuple[str, ...] = ()  #: valid ``--method`` values for `probgen sample`
-    #: tuned (steps, batch_size, lr) per data kind ("toy2d", "image", "file")
+    bounds: tuple[str, ...] = ()  #: valid ``--bound`` values for `probgen nll`
+    traces: tuple[str, ...] = ()  #: valid ``--trace`` values for `probgen nll`
+    #: the model is a density over continuous values: quantized data (digits) are dequantized for it
+    continuous: bool = True
+    #: the model takes vectors: image events are flattened to ``(N, D)`` on the way in
+    flatten: bool = False
+    #: tuned options per data kind ("toy2d", "image", "file"; "default" for the rest)
     defaults: dict[str, dict[str, Any]] = {}
 
     # --- building and training -------------------------------------------------------------------------
     def build(self, dataset, *, kind: str | None = None, objective: str | None = None):
         raise NotImplementedError
+
+    def check_dataset(self, dataset) -> None:
+        """Refuse data the family cannot model, before anything is trained (binary-only families)."""
 
     def fit_options(self, dataset, *, steps=None, batch_size=None, lr=None) -> dict[str, Any]:
         opts = dict(self.defaults.get(dataset.kind) or self.defaults.get("default") or {})
@@ -53,10 +62,26 @@ class Recipe:
         for key, value in (("steps", steps), ("batch_size", batch_size), ("lr", lr)):
             if value is not None:
                 opts[key] = value
+        transform = self.batch_transform(dataset)
+        if transform is not None:
+            opts["batch_transform"] = transform
         return opts
 
+    def to_model(self, x: Tensor) -> Tensor:
+        """Data as the model takes it (flattened for vector models)."""
+        return x.reshape(x.shape[0], -1) if self.flatten else x
+
     def training_data(self, dataset):
-        return dataset.train
+        return self.to_model(dataset.train)
+
+    def batch_transform(self, dataset):
+        """Fresh uniform dequantization noise every step for continuous models of quantized data."""
+        if not (self.continuous and dataset.num_levels):
+            return None
+        from probgen.data import dequantize_scaled
+
+        levels, data_range = dataset.num_levels, dataset.data_range
+        return lambda x: dequantize_scaled(x, num_levels=levels, data_range=data_range)
 
     def _check_kind(self, kind: str | None, objective: str | None) -> None:
         if kind is not None:
@@ -73,30 +98,65 @@ class Recipe:
 
     # --- evaluation --------------------------------------------------------------------------------------
     def check_data(self, model, dataset) -> None:
+        """Refuse a data set whose events do not fit the checkpoint's model."""
         want = tuple(getattr(model, "event_shape", ()) or ())
-        if want and tuple(dataset.event_shape) != want:
+        have = tuple(dataset.event_shape)
+        if self.flatten:
+            have = (_numel(have),)
+        if want and have != want:
             raise ValueError(
                 f"--data {dataset.name!r} has events of shape {tuple(dataset.event_shape)}, but the checkpoint's "
                 f"model expects {want}"
             )
+        self.check_dataset(dataset)
 
-    def log_prob(self, model, x: Tensor, *, trace: str | None = None) -> Tensor:
+    def log_likelihoods(self, model, x: Tensor, *, trace=None, bound=None) -> dict[str, tuple[Tensor, float]]:
+        """Per-point log-likelihoods or bounds (nats) by name, each with an extra standard error shared by
+        all points (e.g. from an AIS estimate of log Z); exact families return ``{"NLL": (log p(x), 0)}``."""
+        with torch.no_grad():
+            lp = torch.cat([model.log_prob(chunk).detach() for chunk in x.split(1024)])
+        return {"NLL": (lp, 0.0)}
+
+    def _check_eval_options(self, trace, bound) -> None:
         if trace is not None:
-            raise ValueError(f"--trace is not used by family {self.name!r}")
-        return model.log_prob(x)
+            if not self.traces:
+                raise ValueError(f"--trace is not used by family {self.name!r}")
+            check_choice("--trace", trace, self.traces)
+        if bound is not None:
+            if not self.bounds:
+                raise ValueError(f"--bound is not used by family {self.name!r}")
+            check_choice("--bound", bound, self.bounds)
+
+    def is_continuous(self, model) -> bool:
+        return self.continuous
 
     def evaluate(self, model, dataset, *, trace=None, bound=None, num_points=None) -> dict[str, dict]:
-        """Test NLL (nats), the data's entropy and the KL gap where the density is known, bits/dim for
-        quantized data."""
-        if bound is not None:
-            raise ValueError(f"--bound is not used by family {self.name!r}")
+        """Test NLL or bounds (nats) with standard errors; the data's entropy and the KL gap where the
+        density is known; bits/dim for quantized data."""
+        self._check_eval_options(trace, bound)
         device = next(model.parameters()).device
         x = dataset.test if num_points is None else dataset.test[:num_points]
         x = x.to(device)
-        with torch.no_grad() if not self.needs_grad_for_likelihood else torch.enable_grad():
-            lp = torch.cat([self.log_prob(model, chunk, trace=trace).detach() for chunk in x.split(1024)])
-        report = {"test NLL": _stat(-lp)}
+        continuous = self.is_continuous(model)
+        x_eval = x
+        if continuous and dataset.num_levels:
+            from probgen.data import dequantize_scaled
+
+            g = torch.Generator(device=device).manual_seed(0)
+            x_eval = dequantize_scaled(x, num_levels=dataset.num_levels, data_range=dataset.data_range, generator=g)
+        terms = self.log_likelihoods(model, self.to_model(x_eval), trace=trace, bound=bound)
+        report: dict[str, dict] = {}
+        num_dims = x[0].numel()
+        for name, (lp, extra_se) in terms.items():
+            stat = _stat(-lp)
+            stat["stderr"] = math.sqrt(stat["stderr"] ** 2 + extra_se**2)
+            report[f"test {name}"] = stat
+            if dataset.num_levels:
+                report[f"test {name} bits/dim"] = _bits_per_dim(lp, num_dims, dataset, extra_se, continuous)
         if dataset.log_prob is not None:
+            # the tightest estimate: an NLL (exact, IWAE or AIS) rather than an ELBO where both are reported
+            primary = next((n for n in terms if n.startswith("NLL")), next(iter(terms)))
+            lp = terms[primary][0]
             true_lp = dataset.log_prob(x.double()).to(lp)
             if dataset.entropy is not None:
                 h, h_se = dataset.entropy
@@ -105,8 +165,6 @@ class Recipe:
             # (a paired estimate: far smaller standard error than NLL minus entropy).
             report["KL gap (NLL - entropy)"] = _stat(true_lp - lp)
         return report
-
-    needs_grad_for_likelihood = False
 
     # --- sampling -----------------------------------------------------------------------------------------
     def sample_options(self, *, method=None, steps=None) -> dict[str, Any]:
@@ -131,11 +189,40 @@ class Recipe:
             ref = None if dataset is None else dataset.test[: len(samples)]
             plots.scatter_2d(samples, reference=ref, path=path)
         elif samples.dim() == 4:
-            plots.image_grid(samples[:64], path=path)
+            plots.image_grid(samples[:64], path=path, value_range=_value_range(dataset))
         elif samples.dim() == 2 and samples.shape[1] == 64:
-            plots.image_grid(samples[:64].reshape(-1, 1, 8, 8), path=path)
+            plots.image_grid(samples[:64].reshape(-1, 1, 8, 8), path=path, value_range=_value_range(dataset))
         else:
             plots.scatter_2d(samples[:, :2], path=path)
+
+
+def _value_range(dataset) -> tuple[float, float]:
+    return tuple(dataset.data_range) if dataset is not None and dataset.num_levels else (-1.0, 1.0)
+
+
+def _numel(shape) -> int:
+    n = 1
+    for s in shape:
+        n *= int(s)
+    return n
+
+
+def _bits_per_dim(lp: Tensor, num_dims: int, dataset, extra_se: float, continuous: bool) -> dict[str, Any]:
+    if continuous:  # a density over dequantized values: the change of variables of probgen.data.bits_per_dim
+        from probgen.data import bits_per_dim
+
+        bpd = bits_per_dim(lp.double(), num_dims, num_levels=dataset.num_levels, data_range=dataset.data_range)
+    else:  # a discrete model of the levels themselves
+        bpd = -lp.double() / (num_dims * math.log(2))
+    stat = _stat(bpd, unit="bits/dim")
+    stat["stderr"] = math.sqrt(stat["stderr"] ** 2 + (extra_se / (num_dims * math.log(2))) ** 2)
+    return stat
+
+
+def _require_binary(name: str, dataset) -> None:
+    if dataset.num_levels != 2:
+        raise ValueError(f"family {name!r} models binary data; --data {dataset.name!r} is not binary "
+                         "(use 'digits-binary')")
 
 
 # ------------------------------------------------------------------------------------------- families
@@ -147,23 +234,192 @@ class FlowRecipe(Recipe):
     name = "flow"
     families = ("flow",)
     kinds = ("spline", "spline-ar", "realnvp", "maf", "iaf", "planar", "radial")
+    flatten = True
     defaults = {
-        "toy2d": {"steps": 3000, "batch_size": 512, "lr": 3e-3},
-        "default": {"steps": 3000, "batch_size": 256, "lr": 1e-3},
+        "toy2d": {"steps": 3000, "batch_size": 512, "lr": 3e-3, "lr_schedule": "cosine"},
+        "default": {"steps": 3000, "batch_size": 256, "lr": 1e-3, "lr_schedule": "cosine"},
     }
 
     def build(self, dataset, *, kind=None, objective=None):
         from probgen.flows import Flow
 
         self._check_kind(kind, objective)
-        return Flow(int(torch.tensor(dataset.event_shape).prod()), kind or "spline")
+        return Flow(_numel(dataset.event_shape), kind or "spline")
 
     def describe(self, model) -> str:
+        if model.kind == "cnf":
+            return f"continuous normalizing flow ({model.num_layers} block{'s' * (model.num_layers > 1)})"
         return f"flow ({model.kind}, {model.num_layers} layers)"
+
+
+class CNFRecipe(FlowRecipe):
+    """A continuous normalizing flow (FFJORD): ``Flow(dim, "cnf")``, trained through the adjoint ODE."""
+
+    name = "cnf"
+    families = ()  # a CNF checkpoint is a "flow" checkpoint; FlowRecipe reads it back
+    kinds = ()
+    defaults = {
+        "toy2d": {"steps": 1500, "batch_size": 512, "lr": 3e-3, "lr_schedule": "cosine"},
+        "default": {"steps": 1000, "batch_size": 256, "lr": 1e-3, "lr_schedule": "cosine"},
+    }
+
+    def build(self, dataset, *, kind=None, objective=None):
+        from probgen.flows import Flow
+
+        self._check_kind(kind, objective)
+        return Flow(_numel(dataset.event_shape), "cnf")
+
+
+class MADERecipe(Recipe):
+    """MADE for binary data: exact ``log p(x) = Σ log p(x_i | x_<i)``."""
+
+    name = "made"
+    families = ("made",)
+    continuous = False
+    flatten = True
+    defaults = {"default": {"steps": 3000, "batch_size": 128, "lr": 1e-3}}
+
+    def check_dataset(self, dataset) -> None:
+        _require_binary(self.name, dataset)
+
+    def build(self, dataset, *, kind=None, objective=None):
+        from probgen.flows import MADE
+
+        self._check_kind(kind, objective)
+        self.check_dataset(dataset)
+        return MADE(_numel(dataset.event_shape))
+
+    def describe(self, model) -> str:
+        return f"MADE ({model.dim} binary units)"
+
+
+class VAERecipe(Recipe):
+    """A VAE: Gaussian likelihood with a learnt scale for real data, Bernoulli for binary data."""
+
+    name = "vae"
+    families = ("vae",)
+    bounds = ("elbo", "iwae")
+    defaults = {
+        "toy2d": {"steps": 4000, "batch_size": 256, "lr": 1e-3},
+        "default": {"steps": 2000, "batch_size": 128, "lr": 1e-3},
+    }
+    num_particles = 1000
+
+    def build(self, dataset, *, kind=None, objective=None):
+        from probgen.vae import VAE
+
+        self._check_kind(kind, objective)
+        if dataset.num_levels == 2:
+            return VAE(latent_dim=8, likelihood="bernoulli", event_shape=tuple(dataset.event_shape))
+        latent = 2 if dataset.kind == "toy2d" else 8
+        return VAE(latent_dim=latent, likelihood="gaussian", obs_scale=0.3, learn_obs_scale=True,
+                   event_shape=tuple(dataset.event_shape))
+
+    def batch_transform(self, dataset):
+        return None if dataset.num_levels == 2 else super().batch_transform(dataset)
+
+    def is_continuous(self, model) -> bool:
+        return model.likelihood != "bernoulli"
+
+    def log_likelihoods(self, model, x, *, trace=None, bound=None):
+        out = {}
+        with torch.no_grad():
+            if bound in (None, "elbo"):
+                out["-ELBO"] = (torch.cat([model.elbo(c).detach() for c in x.split(512)]), 0.0)
+            if bound in (None, "iwae"):
+                k = self.num_particles
+                out[f"NLL (IWAE, K={k})"] = (torch.cat([model.log_likelihood(c, num_particles=k).detach()
+                                                        for c in x.split(256)]), 0.0)
+        return out
+
+    def describe(self, model) -> str:
+        return f"VAE ({model.likelihood} likelihood, {model.latent_dim}-d latent)"
+
+
+class EBMRecipe(Recipe):
+    """An energy-based model; its normalizer is estimated by AIS for the test log-likelihood."""
+
+    name = "ebm"
+    families = ("ebm",)
+    objectives = ("dsm", "cd", "pcd", "ssm", "esm", "nce")
+    sample_methods = ("langevin", "mala", "persistent")
+    # (model options, training options) per objective, from docs/ebm.md's measurements
+    tuned = {
+        "dsm": ({"sigma": 0.1}, {"steps": 1500, "batch_size": 256, "lr": 1e-3}),
+        "cd": ({"sample_steps": 40, "step_size": 0.05, "alpha": 0.1}, {"steps": 800, "batch_size": 128, "lr": 1e-3}),
+        "pcd": ({"sample_steps": 40, "step_size": 0.05, "alpha": 0.1}, {"steps": 1000, "batch_size": 128, "lr": 1e-3}),
+        "ssm": ({}, {"steps": 1500, "batch_size": 256, "lr": 1e-3}),
+        "esm": ({}, {"steps": 1500, "batch_size": 256, "lr": 1e-3}),
+        "nce": ({"noise_ratio": 4}, {"steps": 2000, "batch_size": 256, "lr": 1e-3}),
+    }
+
+    def build(self, dataset, *, kind=None, objective=None):
+        from probgen.ebm import EBM
+
+        self._check_kind(kind, objective)
+        self.objective = objective or "dsm"
+        model_opts, self.defaults = self.tuned[self.objective][0], {"default": self.tuned[self.objective][1]}
+        return EBM(event_shape=tuple(dataset.event_shape), objective=self.objective, init_noise="gaussian",
+                   init_scale=2.5, **model_opts)
+
+    def log_likelihoods(self, model, x, *, trace=None, bound=None):
+        with torch.no_grad():
+            energy = torch.cat([model.energy(c).detach() for c in x.split(1024)])
+        log_z, se = model.log_partition(num_chains=500, num_steps=300, return_stderr=True)
+        return {"NLL (AIS log Z)": (-energy / model.temperature - log_z.detach(), float(se))}
+
+    def sample(self, model, num_samples: int, **opts) -> Tensor:
+        opts.setdefault("steps", 500)
+        if opts.get("method", "langevin") == "langevin":
+            opts.setdefault("step_size", 0.01)
+        return model.sample(num_samples, **opts).detach()
+
+    def describe(self, model) -> str:
+        return f"EBM ({model.objective if isinstance(model.objective, str) else 'custom'} objective)"
+
+
+class RBMRecipe(Recipe):
+    """A Bernoulli RBM for binary data (CD-1 by default; ``--objective pcd``)."""
+
+    name = "rbm"
+    families = ("rbm",)
+    objectives = ("cd", "pcd")
+    continuous = False
+    defaults = {"default": {"steps": 1500, "batch_size": 64, "lr": 3e-3}}
+
+    def check_dataset(self, dataset) -> None:
+        _require_binary(self.name, dataset)
+
+    def build(self, dataset, *, kind=None, objective=None):
+        from probgen.ebm import BernoulliRBM
+
+        self._check_kind(kind, objective)
+        self.check_dataset(dataset)
+        return BernoulliRBM(_numel(dataset.event_shape), 64, objective=objective or "cd", k=1, num_chains=100,
+                            event_shape=tuple(dataset.event_shape))
+
+    def log_likelihoods(self, model, x, *, trace=None, bound=None):
+        with torch.no_grad():
+            free = torch.cat([model.free_energy(c).detach() for c in x.split(1024)])
+        if min(model.n_visible, model.n_hidden) <= 20:
+            return {"NLL": (-free - model.log_partition("exact").detach(), 0.0)}
+        log_z, se = model.log_partition("ais", return_stderr=True, num_chains=200, num_steps=1000)
+        return {"NLL (AIS log Z)": (-free - log_z.detach(), float(se))}
+
+    def sample(self, model, num_samples: int, **opts) -> Tensor:
+        return model.sample(num_samples, gibbs_steps=opts.get("steps", 1000)).detach()
+
+    def describe(self, model) -> str:
+        return f"Bernoulli RBM ({model.n_visible} visible, {model.n_hidden} hidden, {model.objective.upper()}-{model.k})"
 
 
 RECIPES: dict[str, type[Recipe]] = {
     "flow": FlowRecipe,
+    "cnf": CNFRecipe,
+    "made": MADERecipe,
+    "vae": VAERecipe,
+    "ebm": EBMRecipe,
+    "rbm": RBMRecipe,
 }
 
 

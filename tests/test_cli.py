@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 
@@ -145,3 +146,32 @@ def test_mcmc_bad_arguments(capsys, argv, pattern):
 
     code, _, err = _run(capsys, *argv)
     assert code == 2 and len(err.strip().splitlines()) == 1 and re.search(pattern, err), err
+
+
+@pytest.mark.parametrize(
+    "family, data, expect",
+    [
+        ("vae", "digits", ["test -ELBO", "NLL (IWAE, K=1000) bits/dim"]),
+        ("rbm", "digits-binary", ["NLL (AIS log Z)", "bits/dim"]),
+        ("made", "digits-binary", ["test NLL", "bits/dim"]),
+        ("ebm", "8gaussians", ["NLL (AIS log Z)", "KL gap"]),
+    ],
+)
+def test_fit_each_family_end_to_end(tmp_path, capsys, family, data, expect):
+    out = tmp_path / family
+    code, text, err = _run(capsys, "fit", family, "--data", data, "--steps", "3", "--out", str(out),
+                           "--no-progress", "--num-samples", "16")
+    assert code == 0, err
+    for phrase in expect:
+        assert phrase in text
+    summary = json.loads((out / "summary.json").read_text())
+    assert all(math.isfinite(v["value"]) for v in summary["metrics"].values())
+    code, _, err = _run(capsys, "sample", str(out), "-n", "8")
+    assert code == 0, err
+
+
+@pytest.mark.parametrize("family", ["rbm", "made"])
+def test_binary_families_refuse_real_valued_data(capsys, tmp_path, family):
+    code, _, err = _run(capsys, "fit", family, "--data", "8gaussians", "--out", str(tmp_path / "x"))
+    assert code == 2 and "binary" in err and "digits-binary" in err
+    assert not (tmp_path / "x").exists()
