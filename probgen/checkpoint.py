@@ -497,6 +497,9 @@ def _load_weights(model: nn.Module, state_dict: Mapping[str, Tensor], target: Pa
         model.load_state_dict(state_dict, strict=True)
     except RuntimeError as error:
         detail = " ".join(str(error).split())
+        problems = [p.strip() for p in detail.split(". ") if p.strip()]
+        if len(problems) > 3:  # one readable line: the first problems and how many more
+            detail = ". ".join(problems[:3]) + f". ... and {len(problems) - 3} more"
         raise CheckpointError(
             f"the weights in {target} do not match the {type(model).__name__} model: {detail}"
         ) from error

@@ -112,6 +112,24 @@ def build_parser() -> argparse.ArgumentParser:
     nll.add_argument("--device", default="cpu")
     nll.add_argument("--seed", type=_nonnegative_int, default=0)
 
+    evaluate = sub.add_parser("evaluate", help="every metric that applies to a trained model, as a table and JSON")
+    evaluate.add_argument("dir", metavar="DIR", help="a folder written by `probgen fit` (or a checkpoint file)")
+    evaluate.add_argument("--data", required=True, help="the data set the model was trained on (its test split)")
+    evaluate.add_argument("-n", "--num-samples", type=_positive_int, default=2000, help="model draws for sample metrics")
+    evaluate.add_argument("--no-likelihood", action="store_true", help="skip likelihood metrics (AIS can be slow)")
+    evaluate.add_argument("--out", default=None, help="JSON file (default: DIR/evaluation.json)")
+    evaluate.add_argument("--device", default="cpu")
+    evaluate.add_argument("--seed", type=_nonnegative_int, default=0)
+
+    compare = sub.add_parser("compare", help="evaluate several trained models side by side, with one figure")
+    compare.add_argument("dirs", metavar="DIR", nargs="+", help="folders written by `probgen fit`")
+    compare.add_argument("--data", required=True)
+    compare.add_argument("-n", "--num-samples", type=_positive_int, default=2000)
+    compare.add_argument("--no-likelihood", action="store_true")
+    compare.add_argument("--out", default="comparison.png", help="the figure (default: comparison.png)")
+    compare.add_argument("--device", default="cpu")
+    compare.add_argument("--seed", type=_nonnegative_int, default=0)
+
     mcmc = sub.add_parser("mcmc", help="sample a potential with batched MALA/ULA/HMC or Pyro NUTS; ArviZ summary")
     mcmc.add_argument("--potential", required=True,
                       help="a built-in potential (gaussian, funnel, banana) or module:function / file.py:function "
@@ -338,6 +356,89 @@ def _cmd_nll(args: argparse.Namespace) -> int:
     return 0
 
 
+def _metric_rows(table: dict[str, dict]) -> list[tuple[str, str]]:
+    return [(name, _fmt(v["value"], v.get("stderr"), v.get("unit", ""))) for name, v in table.items()]
+
+
+def _evaluate_dir(path: str, args: argparse.Namespace, dataset, device: str):
+    from probgen.evaluation import evaluate
+
+    model = _load_model(path, device)
+    from probgen import recipes
+
+    recipes.for_model(model).check_data(model, dataset)
+    table = evaluate(model, dataset, num_samples=args.num_samples, seed=args.seed,
+                     likelihood=not args.no_likelihood)
+    return model, table
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from probgen import recipes
+    from probgen.data import load as load_data
+
+    device = _check_device(args.device)
+    dataset = load_data(args.data, seed=args.seed)
+    out = Path(args.out) if args.out else (Path(args.dir) if Path(args.dir).is_dir() else Path(args.dir).parent) / "evaluation.json"
+    if out.suffix != ".json":
+        raise UsageError(f"--out {str(out)!r}: expected a .json file name")
+    _check_out_dir("--out", out.parent)
+    model, table = _evaluate_dir(args.dir, args, dataset, device)
+    print(f"{recipes.for_model(model).describe(model)} on {dataset.name} (test split, {args.num_samples} samples):")
+    _print_table(_metric_rows(table))
+    payload = {"dir": str(args.dir), "data": dataset.name, "num_samples": args.num_samples, "seed": args.seed,
+               "metrics": table}
+    _atomic_write_text(out, json.dumps(payload, indent=2, default=_json_default) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    import torch
+
+    from probgen import recipes
+    from probgen.data import load as load_data
+    from probgen.evaluation import compare_figure
+
+    device = _check_device(args.device)
+    if Path(args.out).suffix != ".png":
+        raise UsageError(f"--out {args.out!r}: expected a .png file name")
+    _check_out_dir("--out", Path(args.out).parent)
+    for d in args.dirs:
+        if not Path(d).exists():
+            raise UsageError(f"DIR {d!r} does not exist")
+    dataset = load_data(args.data, seed=args.seed)
+    names: list[str] = []
+    tables: dict[str, dict] = {}
+    samples: dict[str, torch.Tensor] = {}
+    for d in args.dirs:
+        name = Path(d).name or d
+        if name in tables:
+            name = d
+        model, table = _evaluate_dir(d, args, dataset, device)
+        torch.manual_seed(args.seed)
+        recipe = recipes.for_model(model)
+        draws = recipe.sample(model, min(args.num_samples, 2000)).detach().cpu()
+        samples[name] = draws.reshape(len(draws), *dataset.event_shape)
+        names.append(name)
+        tables[name] = table
+    metrics = list(dict.fromkeys(m for t in tables.values() for m in t))
+    width = max(len(m) for m in metrics)
+    col = max(24, *(len(n) + 2 for n in names))
+    print(f"{'':<{width}}  " + "".join(f"{n:>{col}}" for n in names))
+    for m in metrics:
+        cells = []
+        for n in names:
+            v = tables[n].get(m)
+            cells.append(f"{_fmt(v['value'], v.get('stderr'), '').strip():>{col}}" if v else f"{'—':>{col}}")
+        print(f"{m:<{width}}  " + "".join(cells))
+    ref = dataset.test[: min(args.num_samples, 2000)]
+    if ref.dim() == 2 and ref.shape[1] != 2:
+        ref = None
+    compare_figure(samples, tables, reference=ref, path=args.out)
+    print(f"wrote {args.out}")
+    return 0
+
+
 _MCMC_KERNELS = ("mala", "ula", "hmc", "nuts")
 
 
@@ -470,7 +571,8 @@ def _cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"fit": _cmd_fit, "sample": _cmd_sample, "nll": _cmd_nll, "mcmc": _cmd_mcmc, "data": _cmd_data}
+_COMMANDS = {"fit": _cmd_fit, "sample": _cmd_sample, "nll": _cmd_nll, "evaluate": _cmd_evaluate,
+             "compare": _cmd_compare, "mcmc": _cmd_mcmc, "data": _cmd_data}
 
 
 def _one_line(exc: BaseException) -> str:

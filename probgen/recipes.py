@@ -44,6 +44,10 @@ class Recipe:
     continuous: bool = True
     #: the model takes vectors: image events are flattened to ``(N, D)`` on the way in
     flatten: bool = False
+    #: the family has a likelihood, a bound or an estimate of one (GANs do not)
+    has_likelihood: bool = True
+    #: test points scored by default (``None``: the whole test split); costly estimators use a fixed subset
+    max_eval_points: int | None = None
     #: tuned options per data kind ("toy2d", "image", "file"; "default" for the rest)
     defaults: dict[str, dict[str, Any]] = {}
 
@@ -135,6 +139,8 @@ class Recipe:
         density is known; bits/dim for quantized data."""
         self._check_eval_options(trace, bound)
         device = next(model.parameters()).device
+        if num_points is None:
+            num_points = self.max_eval_points
         x = dataset.test if num_points is None else dataset.test[:num_points]
         x = x.to(device)
         continuous = self.is_continuous(model)
@@ -299,6 +305,7 @@ class VAERecipe(Recipe):
     name = "vae"
     families = ("vae",)
     bounds = ("elbo", "iwae")
+    max_eval_points = 2000  # IWAE with K = 1000 costs 1000 decoder passes per point
     defaults = {
         "toy2d": {"steps": 4000, "batch_size": 256, "lr": 1e-3},
         "default": {"steps": 2000, "batch_size": 128, "lr": 1e-3},

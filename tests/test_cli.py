@@ -175,3 +175,34 @@ def test_binary_families_refuse_real_valued_data(capsys, tmp_path, family):
     code, _, err = _run(capsys, "fit", family, "--data", "8gaussians", "--out", str(tmp_path / "x"))
     assert code == 2 and "binary" in err and "digits-binary" in err
     assert not (tmp_path / "x").exists()
+
+
+def test_evaluate_and_compare(tmp_path, capsys):
+    runs = []
+    for family in ("flow", "vae"):
+        out = tmp_path / family
+        code, _, err = _run(capsys, "fit", family, "--data", "8gaussians", "--steps", "20", "--out", str(out),
+                            "--no-progress", "--num-samples", "50")
+        assert code == 0, err
+        runs.append(str(out))
+    code, text, err = _run(capsys, "evaluate", runs[0], "--data", "8gaussians", "-n", "300")
+    assert code == 0, err
+    table = json.loads((tmp_path / "flow" / "evaluation.json").read_text())["metrics"]
+    for name in ("test NLL", "KL gap (NLL - entropy)", "MMD² (unbiased)", "sliced Wasserstein", "precision",
+                 "recall", "KDE NLL of test data"):
+        assert name in table and math.isfinite(table[name]["value"]), name
+    assert 0.0 <= table["precision"]["value"] <= 1.0 and 0.0 <= table["recall"]["value"] <= 1.0
+
+    fig = tmp_path / "cmp.png"
+    code, text, err = _run(capsys, "compare", *runs, "--data", "8gaussians", "-n", "300", "--out", str(fig),
+                           "--no-likelihood")
+    assert code == 0, err
+    header = text.splitlines()[0]
+    assert "flow" in header and "vae" in header
+    assert fig.stat().st_size > 0
+
+    # a data set of another shape is refused before anything is computed
+    code, _, err = _run(capsys, "evaluate", runs[0], "--data", "digits")
+    assert code == 2 and "shape" in err
+    code, _, err = _run(capsys, "compare", runs[0], "/nonexistent", "--data", "8gaussians")
+    assert code == 2 and "does not exist" in err

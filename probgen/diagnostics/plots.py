@@ -32,6 +32,7 @@ __all__ = [
     "loss_curve",
     "trace_plot",
     "compare_panels",
+    "compare_runs",
     "save_figure",
     "make_grid",
 ]
@@ -470,12 +471,77 @@ def compare_panels(
     axes = list(axes[0])
     if kinds == {"points"}:
         clouds = [_points(f"panels[{t!r}]", v) for t, v in items]
-        lims = _limits(clouds)
+        lims = _limits(clouds[:1], pad=0.15) if reference is not None else _limits(clouds)
         for ax, (title, _), pts in zip(axes, items, clouds):
             _scatter(ax, pts, title, lims, marker_size)
     else:
         for ax, (title, value) in zip(axes, items):
             image_grid(value, value_range=value_range, ax=ax, title=title)
+    return _finish(fig, path)
+
+
+def compare_runs(
+    samples: Mapping[str, Tensor],
+    tables: Mapping[str, Mapping[str, Mapping[str, Any]]],
+    *,
+    reference: Tensor | None = None,
+    path: str | os.PathLike | None = None,
+    max_metrics: int = 8,
+    value_range: tuple[float, float] = (-1.0, 1.0),
+) -> Any:
+    """One figure comparing trained models: their samples beside the data (top) and, below, one small bar
+    chart per metric that every run reports (with standard-error bars where known).
+
+    Args:
+        samples: ``run name -> samples`` (``(N, 2)`` points or ``(N, C, H, W)`` images).
+        tables: ``run name -> {metric -> {"value", "stderr", ...}}`` (what ``probgen evaluate`` writes).
+        reference: data drawn first in the sample row.
+        path: where to write the figure.
+        max_metrics: at most this many metric panels.
+        value_range: pixel range for images.
+
+    Example:
+        >>> t = {"a": {"m": {"value": 1.0, "stderr": 0.1}}, "b": {"m": {"value": 2.0, "stderr": None}}}
+        >>> fig = compare_runs({"a": torch.randn(50, 2), "b": torch.randn(50, 2)}, t)
+        >>> len(fig.subfigs)
+        2
+    """
+    from matplotlib.figure import Figure
+
+    if not isinstance(samples, Mapping) or not samples:
+        raise TypeError("samples must be a non-empty dict run name -> Tensor")
+    names = list(samples)
+    shared = [m for m in dict.fromkeys(k for t in tables.values() for k in t)
+              if all(m in tables.get(r, {}) for r in names)]
+    # a value every run shares (the data's entropy, a data-vs-data floor) is a property of the data: no bar
+    shared = [m for m in shared if len({round(float(tables[r][m]["value"]), 12) for r in names}) > 1 or len(names) == 1]
+    shared = shared[:max_metrics]
+    ncols_top = len(names) + (reference is not None)
+    ncols = max(ncols_top, min(len(shared), 4), 1)
+    nrows_bottom = max(1, math.ceil(len(shared) / ncols)) if shared else 0
+    fig = Figure(figsize=(3.6 * ncols, 3.8 + 2.8 * nrows_bottom), layout="constrained")
+    top, bottom = fig.subfigures(2, 1, height_ratios=[3.8, max(2.8 * nrows_bottom, 0.01)])
+    axes = top.subplots(1, ncols_top, squeeze=False)[0]
+    items = ([("data", reference)] if reference is not None else []) + list(samples.items())
+    if all(v.dim() == 2 and v.shape[1] == 2 for _, v in items):
+        clouds = [_points(f"samples[{t!r}]", v) for t, v in items]
+        lims = _limits(clouds[:1], pad=0.15) if reference is not None else _limits(clouds)
+        for ax, (title, _), pts in zip(axes, items, clouds):
+            _scatter(ax, pts, title, lims, 2.0)
+    else:
+        for ax, (title, value) in zip(axes, items):
+            image_grid(value[:36], value_range=value_range, ax=ax, title=title)
+    if shared:
+        bars = bottom.subplots(nrows_bottom, ncols, squeeze=False).ravel()
+        colors = [f"C{i}" for i in range(len(names))]
+        for ax, metric in zip(bars, shared):
+            vals = [float(tables[r][metric]["value"]) for r in names]
+            errs = [float(tables[r][metric].get("stderr") or 0.0) for r in names]
+            ax.bar(range(len(names)), vals, yerr=errs, color=colors, capsize=3)
+            ax.set_xticks(range(len(names)), names, rotation=20, fontsize=8)
+            ax.set_title(metric, fontsize=9)
+        for ax in bars[len(shared):]:
+            ax.set_visible(False)
     return _finish(fig, path)
 
 
