@@ -1,3 +1,37 @@
-"""probgen.gan (filled as its issue lands)."""
+"""Generative adversarial networks as Pyro programs: :class:`GAN` (non-saturating) and :class:`WGANGP`.
 
-__all__: list[str] = []
+The generator is the Pyro program ``z ~ N(0, I)``, ``x = G(z)`` (sites ``"z"`` and ``"x"``); training is the
+two-player game run by :meth:`~probgen.gan.AdversarialModel.training_step`, which :func:`probgen.fit` calls,
+recording the diagnostics (``d_loss``, ``g_loss``, ``d_acc`` / ``gp`` / ``wasserstein_estimate``,
+``grad_norm_d``, ``grad_norm_g``, ``diversity``) in ``history.metrics``. See ``docs/gan.md``.
+"""
+
+from __future__ import annotations
+
+from probgen.gan.gan import (
+    BATCH_MODES,
+    GAN,
+    WGANGP,
+    AdversarialModel,
+    discriminator_loss,
+    gradient_penalty,
+    mode_coverage,
+    nonsaturating_generator_loss,
+    sample_diversity,
+    wasserstein_critic_loss,
+    wasserstein_generator_loss,
+)
+
+__all__ = [
+    "GAN",
+    "WGANGP",
+    "AdversarialModel",
+    "BATCH_MODES",
+    "discriminator_loss",
+    "nonsaturating_generator_loss",
+    "wasserstein_critic_loss",
+    "wasserstein_generator_loss",
+    "gradient_penalty",
+    "sample_diversity",
+    "mode_coverage",
+]
