@@ -46,7 +46,10 @@ def _langevin_correct(score: _CountedScore, sde: SDE, x: Tensor, t: Tensor, dt: 
     noise = _randn_like(x, generator)
     grad_norm = flatten_event(grad).norm(dim=-1).mean()
     noise_norm = flatten_event(noise).norm(dim=-1).mean()
-    step = 2.0 * sde._discrete_alpha(t, dt) * (snr * noise_norm / grad_norm.clamp_min(torch.finfo(x.dtype).tiny)) ** 2
+    ratio = snr * noise_norm / grad_norm.clamp_min(torch.finfo(x.dtype).tiny)
+    # a vanishing score (e.g. an untrained, zero-initialised network) gives no information to correct with:
+    # skip the corrector step rather than take an infinite one
+    step = torch.where(grad_norm > 0, 2.0 * sde._discrete_alpha(t, dt) * ratio**2, torch.zeros_like(t))
     step = append_dims(step, x.dim())
     return x + step * grad + (2.0 * step).sqrt() * noise
 

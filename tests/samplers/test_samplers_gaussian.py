@@ -275,3 +275,12 @@ def test_samplers_do_not_record_graphs():
     out = sample_pc(lambda x, t: -w * x, VPSDE(), (4, 2), steps=3)
     assert not out.samples.requires_grad
     assert math.isfinite(float(out.samples.sum()))
+
+
+def test_pc_with_a_vanishing_score_skips_the_corrector_instead_of_returning_nan():
+    from probgen.samplers import sample_pc
+    from probgen.sde import VPSDE
+
+    res = sample_pc(lambda x, t: torch.zeros_like(x), VPSDE(), (16, 2), steps=20,
+                    generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(res.samples).all()
