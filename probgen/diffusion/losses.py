@@ -11,8 +11,8 @@ data score ``∇ log p``:
 * :func:`sliced_score_matching_loss` — sliced score matching (Song, Garg, Shi & Ermon 2019,
   arXiv:1905.07088), which needs no perturbation kernel, so energy-based models can use it too.
 
-Every function returns a scalar (``reduce="mean"`` or ``"sum"``) or the per-example losses
-(``reduce="none"``, shape ``(B,)``), and sums (never averages) squared errors over the event
+Every function returns a scalar (``reduction="mean"`` or ``"sum"``) or the per-example losses
+(``reduction="none"``, shape ``(B,)``), and sums (never averages) squared errors over the event
 dimensions, so that the likelihood-weighted loss is the bound on the negative log-likelihood in nats.
 """
 
@@ -34,7 +34,9 @@ from probgen._checks import (
     check_tensor,
 )
 from probgen.ops.shapes import append_dims, batch_sum
+from probgen.ops.score_matching import sliced_score_matching_loss  # one home, shared with the EBM family
 from probgen.sde import SDE, VPSDE
+
 
 __all__ = [
     "dsm_loss",
@@ -52,10 +54,10 @@ _PROJECTIONS = ("rademacher", "gaussian")
 _GRID_POINTS = 4097
 
 
-def _reduce(per_example: Tensor, reduce: str) -> Tensor:
-    if reduce == "mean":
+def _reduce(per_example: Tensor, reduction: str) -> Tensor:
+    if reduction == "mean":
         return per_example.mean()
-    if reduce == "sum":
+    if reduction == "sum":
         return per_example.sum()
     return per_example
 
@@ -200,7 +202,7 @@ def dsm_loss(
     weighting: str | Callable[[Tensor], Tensor] = "sigma2",
     importance_sampling: bool = False,
     eps: float = 1e-5,
-    reduce: str = "mean",
+    reduction: str = "mean",
     generator: torch.Generator | None = None,
 ) -> Tensor:
     r"""Continuous-time denoising score matching for a diffusion SDE.
@@ -240,11 +242,11 @@ def dsm_loss(
         importance_sampling: draw ``t`` from ``q ∝ g²/σ²`` (closed form for the VP SDE, numeric
             inverse CDF otherwise).
         eps: smallest diffusion time, ``0 < eps < T``.
-        reduce: ``"mean"`` (default), ``"sum"`` or ``"none"`` (per-example ``(B,)``).
+        reduction: ``"mean"`` (default), ``"sum"`` or ``"none"`` (per-example ``(B,)``).
         generator: optional random generator for ``t`` and the noise.
 
     Returns:
-        A scalar, or ``(B,)`` with ``reduce="none"``.
+        A scalar, or ``(B,)`` with ``reduction="none"``.
 
     Example:
         >>> from probgen.sde import VPSDE
@@ -257,7 +259,7 @@ def dsm_loss(
         raise TypeError(f"score_fn must be callable score_fn(x, t), got {type(score_fn).__name__}")
     x = check_tensor("x", x, min_ndim=2)
     weighting = check_choice_or_callable("weighting", weighting, _DSM_WEIGHTINGS)
-    reduce = check_choice("reduce", reduce, _REDUCTIONS)
+    reduction = check_choice("reduction", reduction, _REDUCTIONS)
     eps = check_positive("eps", eps)
     if not isinstance(importance_sampling, bool):
         raise TypeError(f"importance_sampling must be a bool, got {type(importance_sampling).__name__}")
@@ -299,7 +301,7 @@ def dsm_loss(
             raise ValueError(f"weighting(t) must return a tensor of shape ({batch},), got {got}")
         ratio = lam / var
     per_example = 0.5 * ratio * err / density
-    return _reduce(per_example, reduce)
+    return _reduce(per_example, reduction)
 
 
 def multi_noise_dsm_loss(
@@ -308,7 +310,7 @@ def multi_noise_dsm_loss(
     sigmas: Tensor | Sequence[float],
     *,
     weighting: str | Callable[[Tensor], Tensor] = "sigma2",
-    reduce: str = "mean",
+    reduction: str = "mean",
     generator: torch.Generator | None = None,
 ) -> Tensor:
     r"""NCSN's denoising score matching over a finite set of noise levels.
@@ -329,11 +331,11 @@ def multi_noise_dsm_loss(
         x: data ``(B, *event)``.
         sigmas: the ``L`` noise levels, positive, ``(L,)``.
         weighting: ``"sigma2"``, ``"none"`` or a callable.
-        reduce: ``"mean"``, ``"sum"`` or ``"none"``.
+        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
         generator: optional random generator.
 
     Returns:
-        A scalar, or ``(B,)`` with ``reduce="none"``.
+        A scalar, or ``(B,)`` with ``reduction="none"``.
 
     Example:
         >>> x = torch.randn(8, 2)
@@ -344,7 +346,7 @@ def multi_noise_dsm_loss(
         raise TypeError(f"score_fn must be callable score_fn(x, sigma), got {type(score_fn).__name__}")
     x = check_tensor("x", x, min_ndim=2)
     weighting = check_choice_or_callable("weighting", weighting, _NOISE_WEIGHTINGS)
-    reduce = check_choice("reduce", reduce, _REDUCTIONS)
+    reduction = check_choice("reduction", reduction, _REDUCTIONS)
     sigmas = torch.as_tensor(sigmas, dtype=x.dtype, device=x.device)
     if sigmas.dim() != 1 or sigmas.numel() == 0:
         raise ValueError(f"sigmas must be a non-empty 1-D sequence of noise levels, got shape {tuple(sigmas.shape)}")
@@ -368,84 +370,9 @@ def multi_noise_dsm_loss(
             got = tuple(lam.shape) if isinstance(lam, Tensor) else type(lam).__name__
             raise ValueError(f"weighting(sigma) must return a tensor of shape ({batch},), got {got}")
         per_example = 0.5 * lam * err / sigma**2
-    return _reduce(per_example, reduce)
+    return _reduce(per_example, reduction)
 
 
 # ----------------------------------------------------------------------------------------------------
 # sliced score matching
 # ----------------------------------------------------------------------------------------------------
-
-
-def sliced_score_matching_loss(
-    score_fn: Callable[[Tensor], Tensor],
-    x: Tensor,
-    *,
-    num_projections: int = 1,
-    noise: str = "rademacher",
-    variance_reduction: bool = True,
-    reduce: str = "mean",
-    generator: torch.Generator | None = None,
-) -> Tensor:
-    r"""Sliced score matching (SSM, and SSM-VR with ``variance_reduction=True``).
-
-    Implicit score matching (Hyvärinen 2005) minimises
-    ``J(θ) = E_p[tr ∇ₓ s_θ(x) + ½ ‖s_θ(x)‖²]``; SSM replaces the trace by random projections
-    ``v`` with ``E[v vᵀ] = I``:
-
-    .. math::
-
-        J_{\mathrm{SSM}} = \mathbb{E}_{p, v}\bigl[v^\top \nabla_x s_\theta(x)\, v
-            + \tfrac12 (v^\top s_\theta(x))^2\bigr], \qquad
-        J_{\mathrm{SSM\text{-}VR}} = \mathbb{E}_{p, v}\bigl[v^\top \nabla_x s_\theta(x)\, v\bigr]
-            + \tfrac12 \mathbb{E}_p \|s_\theta(x)\|^2,
-
-    both unbiased for ``J``. Each ``vᵀ ∇s v`` costs one vector–Jacobian product (built with
-    ``create_graph=True`` so the loss can be differentiated in ``θ``). The function knows nothing of
-    SDEs: an energy-based model passes ``score_fn = -∇E``.
-
-    Reference: Song, Garg, Shi & Ermon (2019), "Sliced Score Matching: A Scalable Approach to Density
-    and Score Estimation", arXiv:1905.07088 (Eq. 7–8).
-
-    Args:
-        score_fn: ``score_fn(x) -> (B, *event)``, acting per example.
-        x: data ``(B, *event)`` (detached inside; gradients flow to ``score_fn``'s parameters).
-        num_projections: ``M``, projections per example (the examples are repeated ``M`` times).
-        noise: ``"rademacher"`` (lowest variance) or ``"gaussian"``.
-        variance_reduction: use the closed-form ``½‖s‖²`` instead of ``½ (vᵀ s)²``.
-        reduce: ``"mean"``, ``"sum"`` or ``"none"`` (per example, averaged over projections).
-        generator: optional random generator for the projections.
-
-    Returns:
-        A scalar, or ``(B,)`` with ``reduce="none"``.
-
-    Example:
-        >>> x = torch.randn(32, 3)
-        >>> sliced_score_matching_loss(lambda x: -x, x, num_projections=2).shape
-        torch.Size([])
-    """
-    if not callable(score_fn):
-        raise TypeError(f"score_fn must be callable score_fn(x), got {type(score_fn).__name__}")
-    x = check_tensor("x", x, min_ndim=2)
-    num_projections = check_int("num_projections", num_projections, minimum=1)
-    noise = check_choice("noise", noise, _PROJECTIONS)
-    reduce = check_choice("reduce", reduce, _REDUCTIONS)
-    if not isinstance(variance_reduction, bool):
-        raise TypeError(f"variance_reduction must be a bool, got {type(variance_reduction).__name__}")
-
-    batch = x.shape[0]
-    x_rep = x.detach().repeat(num_projections, *([1] * (x.dim() - 1)))
-    if noise == "gaussian":
-        v = torch.randn(x_rep.shape, generator=generator, device=x.device, dtype=x.dtype)
-    else:
-        v = torch.randint(0, 2, x_rep.shape, generator=generator, device=x.device).to(x.dtype) * 2 - 1
-    with torch.enable_grad():
-        x_rep.requires_grad_(True)
-        score = check_output_shape("score_fn", score_fn(x_rep), x_rep.shape)
-        (jvp,) = torch.autograd.grad((score * v).sum(), x_rep, create_graph=True)
-    trace_term = batch_sum(v * jvp)
-    if variance_reduction:
-        norm_term = 0.5 * batch_sum(score**2)
-    else:
-        norm_term = 0.5 * batch_sum(score * v) ** 2
-    per_example = (trace_term + norm_term).reshape(num_projections, batch).mean(0)
-    return _reduce(per_example, reduce)

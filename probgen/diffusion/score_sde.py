@@ -32,6 +32,7 @@ from probgen._checks import (
     check_time,
 )
 from probgen.diffusion.losses import dsm_loss
+from probgen.nn.ema import ema_update
 from probgen.ops.shapes import append_dims, event_numel
 from probgen.protocol import ModelDistribution
 from probgen.sde import SDE, VESDE, SubVPSDE, VPSDE
@@ -338,12 +339,7 @@ class ScoreSDE(nn.Module):
         """One EMA step ``θ_ema ← d θ_ema + (1 - d) θ`` with ``d = min(ema_decay, (1 + k)/(10 + k))``."""
         if self.ema_net is None:
             raise ValueError("update_ema() needs EMA weights: construct the model with ema_decay=...")
-        k = int(self.ema_updates)
-        decay = min(self.ema_decay, (1.0 + k) / (10.0 + k))
-        for ema_p, p in zip(self.ema_net.parameters(), self.net.parameters()):
-            ema_p.lerp_(p.detach(), 1.0 - decay)
-        for ema_b, b in zip(self.ema_net.buffers(), self.net.buffers()):
-            ema_b.copy_(b)
+        ema_update(self.ema_net, self.net, decay=self.ema_decay, num_updates=int(self.ema_updates))
         self.ema_updates += 1
 
     def on_fit_step(self, step: int) -> None:

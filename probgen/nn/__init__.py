@@ -7,6 +7,7 @@ and takes only plain Python constructor arguments, returned by ``config()`` for 
 from probgen.nn.embeddings import GaussianFourierFeatures, SinusoidalEmbedding, TIME_EMBEDDINGS, make_time_embedding
 from probgen.nn.mlp import ACTIVATIONS, MLP, ConditionedMLP, make_activation
 from probgen.nn.unet import UNet
+from probgen.nn.ema import ema_update
 
 __all__ = [
     "GaussianFourierFeatures",
@@ -18,4 +19,5 @@ __all__ = [
     "ACTIVATIONS",
     "make_activation",
     "UNet",
+    "ema_update",
 ]

@@ -1,7 +1,7 @@
 """Score-matching losses against closed forms (Gaussian data, analytic scores), in float64.
 
 Statistical checks compare a Monte Carlo mean with its exact value within 4 standard errors, the SE
-being the sample standard deviation of the per-example terms (``reduce="none"``) over sqrt(N):
+being the sample standard deviation of the per-example terms (``reduction="none"``) over sqrt(N):
 a fixed seed makes each check deterministic, and 4 SE keeps a correct implementation well inside
 the band while a missing factor (½, T - eps, a wrong weight or density) moves the mean by many SE.
 """
@@ -60,7 +60,7 @@ def test_dsm_at_true_score_equals_its_minimum(weighting, importance_sampling, ep
     x = _gaussian_data(40_000, seed=1)
     g = torch.Generator().manual_seed(2)
     per = dsm_loss(_true_score(sde), sde, x, weighting=weighting, importance_sampling=importance_sampling,
-                   eps=eps, reduce="none", generator=g)
+                   eps=eps, reduction="none", generator=g)
     assert per.shape == (x.shape[0],)
     mean, se = _mean_se(per)
     exact = _dsm_constant(sde, weighting, eps)
@@ -71,7 +71,7 @@ def test_importance_sampling_agrees_with_uniform_time():
     # an imperfect score (the prior's): both estimators are unbiased for the same integral
     sde = VPSDE()
     x = _gaussian_data(40_000, seed=3)
-    kwargs = dict(weighting="likelihood", eps=1e-2, reduce="none")
+    kwargs = dict(weighting="likelihood", eps=1e-2, reduction="none")
     plain = dsm_loss(lambda x, t: -x, sde, x, generator=torch.Generator().manual_seed(4), **kwargs)
     weighted = dsm_loss(lambda x, t: -x, sde, x, importance_sampling=True,
                         generator=torch.Generator().manual_seed(5), **kwargs)
@@ -114,7 +114,7 @@ def test_multi_noise_dsm_at_true_score_equals_its_minimum():
         return -(x_noisy - MU) / (S0**2 + sigma[:, None] ** 2)
 
     for weighting, lam in (("sigma2", sigmas**2), ("none", torch.ones_like(sigmas))):
-        per = multi_noise_dsm_loss(score, x, sigmas, weighting=weighting, reduce="none",
+        per = multi_noise_dsm_loss(score, x, sigmas, weighting=weighting, reduction="none",
                                    generator=torch.Generator().manual_seed(8))
         exact = float((0.5 * lam * D * (1 / sigmas**2 - 1 / (S0**2 + sigmas**2))).mean())
         mean, se = _mean_se(per)
@@ -136,7 +136,7 @@ def test_sliced_score_matching_equals_exact_in_expectation(noise, variance_reduc
     exact = float(_exact_score_matching(net, x).mean().detach())
     reps = 500  # projections are the only randomness: x is fixed and repeated
     per = sliced_score_matching_loss(net, x.repeat(reps, 1), noise=noise, variance_reduction=variance_reduction,
-                                     reduce="none", generator=torch.Generator().manual_seed(9))
+                                     reduction="none", generator=torch.Generator().manual_seed(9))
     mean, se = _mean_se(per)
     assert abs(mean - exact) < 4 * se, (mean, exact, se)
 
@@ -146,14 +146,14 @@ def test_sliced_score_matching_projections_average_and_gradients():
     net = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2)).double()
     x = torch.randn(10, 2, dtype=torch.float64)
     g = torch.Generator().manual_seed(1)
-    per = sliced_score_matching_loss(net, x, num_projections=4, reduce="none", generator=g)
+    per = sliced_score_matching_loss(net, x, num_projections=4, reduction="none", generator=g)
     assert per.shape == (10,)
     loss = sliced_score_matching_loss(net, x, num_projections=4)
     loss.backward()
     assert all(p.grad is not None and bool(torch.isfinite(p.grad).all()) for p in net.parameters())
     # a linear score -A x with Rademacher projections and VR: v'(-A)v = -tr A exactly when A is diagonal
     A = torch.diag(torch.tensor([2.0, 3.0], dtype=torch.float64))
-    per = sliced_score_matching_loss(lambda y: -y @ A, x, num_projections=3, reduce="none")
+    per = sliced_score_matching_loss(lambda y: -y @ A, x, num_projections=3, noise="rademacher", reduction="none")
     torch.testing.assert_close(per, -5.0 + 0.5 * ((x @ A) ** 2).sum(-1))
 
 
@@ -161,9 +161,9 @@ def test_reductions_agree():
     sde = VPSDE()
     x = _gaussian_data(32, seed=10)
     score = _true_score(sde)
-    per = dsm_loss(score, sde, x, reduce="none", generator=torch.Generator().manual_seed(0))
-    mean = dsm_loss(score, sde, x, reduce="mean", generator=torch.Generator().manual_seed(0))
-    total = dsm_loss(score, sde, x, reduce="sum", generator=torch.Generator().manual_seed(0))
+    per = dsm_loss(score, sde, x, reduction="none", generator=torch.Generator().manual_seed(0))
+    mean = dsm_loss(score, sde, x, reduction="mean", generator=torch.Generator().manual_seed(0))
+    total = dsm_loss(score, sde, x, reduction="sum", generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(per.mean(), mean)
     torch.testing.assert_close(per.sum(), total)
 
@@ -183,8 +183,8 @@ def test_bad_arguments():
     x = torch.randn(4, 2)
     with pytest.raises(ValueError, match="unknown weighting 'l2'; valid choices: 'sigma2', 'likelihood'"):
         dsm_loss(lambda x, t: -x, sde, x, weighting="l2")
-    with pytest.raises(ValueError, match="unknown reduce 'avg'"):
-        dsm_loss(lambda x, t: -x, sde, x, reduce="avg")
+    with pytest.raises(ValueError, match="unknown reduction 'avg'"):
+        dsm_loss(lambda x, t: -x, sde, x, reduction="avg")
     with pytest.raises(ValueError, match="importance_sampling=True is for weighting='likelihood'"):
         dsm_loss(lambda x, t: -x, sde, x, importance_sampling=True)
     with pytest.raises(ValueError, match="eps must be < sde.T"):
