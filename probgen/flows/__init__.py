@@ -1,3 +1,32 @@
-"""probgen.flows (filled as its issue lands)."""
+"""Normalizing flows over Pyro transforms, a continuous normalizing flow (FFJORD) and MADE.
 
-__all__: list[str] = []
+* :class:`Flow` — ``Flow(dim, kind, num_layers=None, **options)`` with ``kind`` in
+  :data:`FLOW_KINDS`: ``"planar"``, ``"radial"``, ``"realnvp"``, ``"maf"``, ``"iaf"``, ``"spline"``,
+  ``"spline-ar"``, ``"cnf"``; ``.dist`` is a Pyro ``TransformedDistribution``.
+* :class:`CNFTransform` — a Pyro ``TransformModule`` integrating ``dx/dt = f(x, t)`` with torchdiffeq.
+* :class:`ActNorm`, :class:`Permutation`, :class:`InvertiblePlanar`, :class:`InvertibleRadial`,
+  :class:`AffineAutoregressive` — the transforms Pyro lacks (or lacks an inverse for).
+* :class:`MADE` — masked autoregressive Bernoulli model for binary vectors.
+"""
+
+from __future__ import annotations
+
+from probgen.flows.cnf import ODE_METHODS, CNFTransform
+from probgen.flows.flow import FLOW_KINDS, Flow, flow_options
+from probgen.flows.made import MADE, MaskedLinear
+from probgen.flows.transforms import ActNorm, AffineAutoregressive, InvertiblePlanar, InvertibleRadial, Permutation
+
+__all__ = [
+    "Flow",
+    "FLOW_KINDS",
+    "flow_options",
+    "CNFTransform",
+    "ODE_METHODS",
+    "ActNorm",
+    "Permutation",
+    "InvertiblePlanar",
+    "InvertibleRadial",
+    "AffineAutoregressive",
+    "MADE",
+    "MaskedLinear",
+]
