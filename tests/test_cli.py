@@ -155,6 +155,11 @@ def test_mcmc_bad_arguments(capsys, argv, pattern):
         ("rbm", "digits-binary", ["NLL (AIS log Z)", "bits/dim"]),
         ("made", "digits-binary", ["test NLL", "bits/dim"]),
         ("ebm", "8gaussians", ["NLL (AIS log Z)", "KL gap"]),
+        ("score-sde", "8gaussians", ["test NLL", "KL gap"]),
+        ("ddpm", "8gaussians", ["test -ELBO", "test NLL (ODE)", "KL gap"]),
+        ("cnf", "8gaussians", ["test NLL", "KL gap"]),
+        ("gan", "8gaussians", ["MMD²", "precision", "recall"]),
+        ("wgan-gp", "8gaussians", ["MMD²", "sliced Wasserstein"]),
     ],
 )
 def test_fit_each_family_end_to_end(tmp_path, capsys, family, data, expect):
@@ -206,3 +211,18 @@ def test_evaluate_and_compare(tmp_path, capsys):
     assert code == 2 and "shape" in err
     code, _, err = _run(capsys, "compare", runs[0], "/nonexistent", "--data", "8gaussians")
     assert code == 2 and "does not exist" in err
+
+
+def test_sampler_and_bound_options_reach_the_family(tmp_path, capsys):
+    out = tmp_path / "ddpm"
+    code, _, err = _run(capsys, "fit", "ddpm", "--data", "8gaussians", "--steps", "3", "--out", str(out),
+                        "--no-progress", "--num-samples", "16")
+    assert code == 0, err
+    code, text, err = _run(capsys, "sample", str(out), "-n", "8", "--method", "dpm-solver", "--steps", "10")
+    assert code == 0 and "method=dpm-solver" in text, err
+    code, _, err = _run(capsys, "sample", str(out), "-n", "8", "--method", "sde")
+    assert code == 2 and "unknown --method 'sde'; valid choices: 'ancestral', 'ddim', 'dpm-solver'" in err
+    code, text, err = _run(capsys, "nll", str(out), "--data", "8gaussians", "--bound", "elbo", "-n", "50")
+    assert code == 0 and "-ELBO" in text and "ODE" not in text, err
+    code, _, err = _run(capsys, "nll", str(out), "--data", "8gaussians", "--bound", "iwae")
+    assert code == 2 and "unknown --bound 'iwae'; valid choices: 'elbo', 'ode'" in err
