@@ -93,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--force", action="store_true", help="overwrite an existing checkpoint in --out")
     fit.add_argument("--num-samples", type=_positive_int, default=2000, help="samples drawn for the plot")
     fit.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    fit.add_argument("--threads", type=_positive_int, default=None,
+                     help="CPU threads for torch (default: 1 for low-dimensional data, where more threads only "
+                          "spin-wait; torch's default otherwise; OMP_NUM_THREADS is respected)")
 
     sample = sub.add_parser("sample", help="draw samples from a trained model")
     sample.add_argument("dir", metavar="DIR", help="a folder written by `probgen fit` (or a checkpoint file)")
@@ -172,6 +175,16 @@ def _check_device(name: str) -> str:
     raise UsageError(f"--device {name!r} is not valid; valid choices: 'cpu', 'cuda', 'cuda:N'")
 
 
+def _pick_threads(threads: int | None, dataset) -> None:
+    """Intra-op threads: a 2-D model's matrices are too small to split, and idle threads spin-wait."""
+    import torch
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    elif "OMP_NUM_THREADS" not in os.environ and len(dataset.train[0].reshape(-1)) <= 16:
+        torch.set_num_threads(1)
+
+
 def _check_out_dir(flag: str, out: Path) -> None:
     """Refuse an output folder that cannot be created, before any work is done."""
     for parent in (out, *out.parents):
@@ -237,6 +250,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 
     dataset = load_data(args.data, seed=args.seed)
     recipe.check_dataset(dataset)
+    _pick_threads(args.threads, dataset)
     torch.manual_seed(args.seed)
     model = recipe.build(dataset, kind=args.kind, objective=args.objective)
     options = recipe.fit_options(dataset, steps=args.steps, batch_size=args.batch_size, lr=args.lr)

@@ -86,6 +86,9 @@ def _exact_trace(vjp_fn: Callable, x: Tensor, chunk_size: int | None) -> Tensor:
 
 
 def _hutchinson(vjp_fn: Callable, probes: Tensor, chunk_size: int | None) -> Tensor:
+    if probes.shape[0] == 1:  # one probe: a plain VJP, without vmap's overhead (FFJORD's usual setting)
+        (vjp,) = vjp_fn(probes[0])
+        return batch_sum(vjp * probes[0])
     (vjps,) = torch.func.vmap(vjp_fn, chunk_size=chunk_size)(probes)  # (P, B, *event): vᵀ J
     per_probe = batch_sum((vjps * probes).flatten(0, 1)).reshape(probes.shape[0], probes.shape[1])
     return per_probe.mean(0)

@@ -18,8 +18,20 @@ from probgen.samplers.langevin import langevin
 from probgen.samplers.ode import ADAPTIVE_METHODS, FIXED_STEP_METHODS, ODE_METHODS, sample_ode
 from probgen.samplers.pc import CORRECTORS, PREDICTORS, sample_pc
 from probgen.samplers.sde import SDE_METHODS, sample_sde
+from probgen.samplers.schedules import DiscreteSchedule, DiscreteVPSDE, cosine_betas, linear_betas, make_betas
+from probgen.samplers.ddim import ddim_invert, sample_ancestral, sample_ddim
+from probgen.samplers.dpm_solver import sample_dpm_solver
 
 __all__ = [
+    "sample_ancestral",
+    "sample_ddim",
+    "ddim_invert",
+    "sample_dpm_solver",
+    "DiscreteSchedule",
+    "DiscreteVPSDE",
+    "linear_betas",
+    "cosine_betas",
+    "make_betas",
     "SampleResult",
     "sample_sde",
     "sample_pc",
