@@ -103,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--method", default=None, help="sampler, for families that have several")
     sample.add_argument("--steps", type=_positive_int, default=None, help="sampler steps")
     sample.add_argument("--out", default=None, help="output .pt (tensor) or .npy file; a PNG is written beside it")
+    sample.add_argument("--batch-size", type=_positive_int, default=1000,
+                        help="draw at most this many samples at a time (bounds memory)")
     sample.add_argument("--device", default="cpu")
     sample.add_argument("--seed", type=_nonnegative_int, default=0)
 
@@ -325,7 +327,10 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     model.eval()
     start = time.perf_counter()
-    samples = recipe.sample(model, args.num_samples, **opts)
+    from probgen.ops import chunk_sizes
+
+    samples = torch.cat([recipe.sample(model, n, **opts).detach().cpu()
+                         for n in chunk_sizes(args.num_samples, args.batch_size)])
     seconds = time.perf_counter() - start
     base = Path(args.out) if args.out else Path(args.dir if Path(args.dir).is_dir() else Path(args.dir).parent) / "samples.pt"
     if base.suffix not in (".pt", ".npy"):

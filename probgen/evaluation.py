@@ -8,6 +8,8 @@
   data-vs-data noise floor), sliced Wasserstein, precision/recall (Kynkäänniemi et al. 2019), and the KDE
   log-likelihood of the test data under the samples (the only likelihood a GAN has; unreliable in high
   dimension, Theis et al. 2016);
+* ``"latent"`` — for VAEs, reconstruction MSE/PSNR/SSIM and, with labels, clustering scores of the
+  posterior means (homogeneity, completeness, V-measure);
 * ``"feature"`` — for 8×8 digits, FID, KID and the Inception-style score on the shipped digits classifier's
   features (:func:`probgen.metrics.digits_features`).
 
@@ -57,7 +59,9 @@ def sample_metrics(samples: Tensor, test: Tensor, *, reference: Tensor | None = 
     if image_features:
         feats_x, feats_y = metrics.digits_features(samples), metrics.digits_features(test)
         out["FID (digits features)"] = _entry(metrics.frechet_distance(feats_x, feats_y), kind="feature")
-        mean, std = metrics.kid(feats_x, feats_y, num_subsets=50, subset_size=min(n, 500), generator=g)
+        # subsets of half the sample, so that they differ and their spread estimates the KID's uncertainty
+        mean, std = metrics.kid(feats_x, feats_y, num_subsets=50, subset_size=max(2, min(n // 2, 1000)),
+                                generator=g)
         out["KID (digits features)"] = _entry(mean, stderr=std / math.sqrt(50), kind="feature")
         is_mean, is_std = metrics.inception_score(metrics.digits_probs(samples), num_splits=5)
         out["Inception-style score"] = _entry(is_mean, stderr=is_std / math.sqrt(5), kind="feature")
@@ -108,6 +112,7 @@ def evaluate(model, dataset, *, num_samples: int = 2000, seed: int = 0, likeliho
         for name, stat in recipe.evaluate(model, dataset).items():
             out[name] = {"value": stat["value"], "stderr": stat.get("stderr"), "unit": stat.get("unit", "nats"),
                          "kind": "likelihood"}
+    out.update(recipe.extra_metrics(model, dataset))
     torch.manual_seed(seed)
     samples = recipe.sample(model, num_samples, **(sample_opts or {})).detach().cpu()
     samples = samples.reshape(len(samples), *dataset.event_shape)

@@ -172,6 +172,10 @@ class Recipe:
             report["KL gap (NLL - entropy)"] = _stat(true_lp - lp)
         return report
 
+    def extra_metrics(self, model, dataset) -> dict[str, dict]:
+        """Family-specific metrics for ``probgen evaluate`` (latent-space metrics for VAEs); none by default."""
+        return {}
+
     # --- sampling -----------------------------------------------------------------------------------------
     def sample_options(self, *, method=None, steps=None) -> dict[str, Any]:
         opts: dict[str, Any] = {}
@@ -342,6 +346,28 @@ class VAERecipe(Recipe):
                 k = self.num_particles
                 out[f"NLL (IWAE, K={k})"] = (torch.cat([model.log_likelihood(c, num_particles=k).detach()
                                                         for c in x.split(256)]), 0.0)
+        return out
+
+    def extra_metrics(self, model, dataset) -> dict[str, dict]:
+        """Reconstruction quality (MSE, PSNR, SSIM for images) and, with labels, how well k-means on the
+        posterior means recovers the classes (homogeneity, completeness, V-measure)."""
+        from probgen.metrics import clustering_scores, reconstruction_metrics
+
+        device = next(model.parameters()).device
+        x = dataset.test[: self.max_eval_points].to(device)
+        out: dict[str, dict] = {}
+        with torch.no_grad():
+            recon = model.reconstruct(x)
+            low, high = dataset.data_range if dataset.num_levels else (float(x.min()), float(x.max()))
+            for name, value in reconstruction_metrics(x, recon, data_range=high - low).items():
+                out[f"reconstruction {name}"] = {"value": float(value), "stderr": None, "unit": "", "kind": "latent"}
+            if dataset.labels_test is not None:
+                latents = model.encode(x)[0].reshape(len(x), -1).cpu()
+                labels = dataset.labels_test[: len(x)]
+                for name, value in clustering_scores(latents, labels).items():
+                    if name == "num_clusters":
+                        continue
+                    out[f"latent {name}"] = {"value": float(value), "stderr": None, "unit": "", "kind": "latent"}
         return out
 
     def describe(self, model) -> str:

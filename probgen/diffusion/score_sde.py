@@ -33,7 +33,7 @@ from probgen._checks import (
 )
 from probgen.diffusion.losses import dsm_loss
 from probgen.nn.ema import ema_update
-from probgen.ops.shapes import append_dims, event_numel
+from probgen.ops.shapes import append_dims, chunk_sizes, event_numel
 from probgen.protocol import ModelDistribution
 from probgen.sde import SDE, VESDE, SubVPSDE, VPSDE
 
@@ -357,6 +357,7 @@ class ScoreSDE(nn.Module):
         return_nfe: bool = False,
         generator: torch.Generator | None = None,
         use_ema: bool | None = None,
+        batch_size: int | None = None,
         **opts: Any,
     ) -> Tensor | tuple[Tensor, int]:
         """Draw ``num_samples`` samples by solving the reverse process from the prior.
@@ -382,6 +383,8 @@ class ScoreSDE(nn.Module):
             return_nfe: also return the number of score evaluations.
             generator: random generator for the prior draw and the noise.
             use_ema: as in :meth:`score`.
+            batch_size: draw at most this many samples at a time (bounded memory for large ``B``);
+                ``None``: all at once. The NFE returned is summed over the chunks.
             **opts: further keyword options of the sampler (``eps``, ``snr``, ``rtol``, ...).
 
         Returns:
@@ -390,6 +393,11 @@ class ScoreSDE(nn.Module):
         import probgen.samplers as samplers
 
         num_samples = check_int("num_samples", num_samples, minimum=1)
+        if batch_size is not None and num_samples > check_int("batch_size", batch_size, minimum=1):
+            parts = [self.sample(n, method=method, steps=steps, solver=solver, return_nfe=True, generator=generator,
+                                 use_ema=use_ema, **opts) for n in chunk_sizes(num_samples, batch_size)]
+            samples, nfe = torch.cat([p[0] for p in parts]), sum(p[1] for p in parts)
+            return (samples, nfe) if return_nfe else samples
         method = check_choice("method", method, tuple(SAMPLE_METHODS))
         if steps is not None:
             opts["steps"] = check_int("steps", steps, minimum=1)

@@ -1,10 +1,19 @@
 """Tensor operations shared by every family: shape helpers and divergence estimators."""
 
 from probgen.ops.divergence import DIVERGENCE_METHODS, PROBE_NOISES, divergence, divergence_fn, sample_probes
-from probgen.ops.shapes import append_dims, batch_mean, batch_sum, event_numel, flatten_event, unflatten_event
+from probgen.ops.shapes import (
+    append_dims,
+    batch_mean,
+    batch_sum,
+    chunk_sizes,
+    event_numel,
+    flatten_event,
+    unflatten_event,
+)
 
 __all__ = [
     "append_dims",
+    "chunk_sizes",
     "batch_mean",
     "batch_sum",
     "event_numel",

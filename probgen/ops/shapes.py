@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["append_dims", "batch_sum", "batch_mean", "flatten_event", "unflatten_event", "event_numel"]
+__all__ = ["append_dims", "batch_sum", "batch_mean", "flatten_event", "unflatten_event", "event_numel", "chunk_sizes"]
 
 
 def append_dims(x: Tensor, target_ndim: int) -> Tensor:
@@ -61,6 +61,21 @@ def flatten_event(x: Tensor) -> Tensor:
 def unflatten_event(x: Tensor, event_shape: Sequence[int]) -> Tensor:
     """``(B, D) -> (B, *event)``."""
     return x.reshape(x.shape[0], *event_shape)
+
+
+def chunk_sizes(total: int, batch_size: int | None) -> list[int]:
+    """Split ``total`` items into chunks of at most ``batch_size`` (``None``: one chunk), to bound memory.
+
+    Example:
+        >>> chunk_sizes(10, 4)
+        [4, 4, 2]
+        >>> chunk_sizes(3, None)
+        [3]
+    """
+    if batch_size is None or batch_size >= total:
+        return [total]
+    full, rest = divmod(total, batch_size)
+    return [batch_size] * full + ([rest] if rest else [])
 
 
 # keep torch referenced for doctest namespaces
