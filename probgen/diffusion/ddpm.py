@@ -51,6 +51,7 @@ from probgen._checks import (
     check_tensor,
 )
 from probgen.diffusion.score_sde import _check_shape_tuple, _default_net
+from probgen.nn.ema import ema_update
 from probgen.ops.shapes import append_dims, batch_sum, event_numel
 from probgen.protocol import ModelDistribution
 from probgen.samplers.ddim import sample_ancestral, sample_ddim
@@ -70,6 +71,7 @@ SAMPLE_METHODS: tuple[str, ...] = ("ancestral", "ddim", "dpm-solver")
 
 _TRACES: tuple[str, ...] = ("exact", "hutchinson")
 _BPD_METHODS: tuple[str, ...] = ("elbo", "ode")
+_DEQUANTIZATIONS: tuple[str, ...] = ("centered", "uniform")
 _GAMMA_ESTIMATORS: tuple[str, ...] = ("moment", "residual")
 
 # default networks: the sinusoidal embedding suits the integer (or continuous) step index
@@ -722,6 +724,7 @@ class DDPM(nn.Module):
         method: str = "elbo",
         num_levels: int | None = None,
         num_dequant: int = 1,
+        dequantization: str = "centered",
         generator: torch.Generator | None = None,
         **opts: Any,
     ) -> Tensor:
@@ -729,15 +732,28 @@ class DDPM(nn.Module):
 
         * ``"elbo"``: ``-ELBO(x)/(D \log 2)`` with the discretized decoder — an upper bound on
           ``-\log_2 P(x)/D`` (needs ``data_levels``); ``**opts`` go to :meth:`elbo`;
-        * ``"ode"``: the probability-flow likelihood of uniformly dequantized data
-          (:func:`probgen.data.dequantize`, :func:`probgen.data.bits_per_dim`), averaged over
+        * ``"ode"``: the probability-flow likelihood of uniformly dequantized data, averaged over
           ``num_dequant`` draws — an upper bound in expectation; ``**opts`` go to :meth:`log_prob`.
+          For disjoint bins ``B_k`` of volume ``|B|`` per point, Jensen's inequality gives
+          ``\log P(k) \ge \log|B| + E_{z \sim U(B_k)} \log p(z)``, so
+          ``bpd = -(\log p(z) + \log|B|)/(D \log 2)`` with ``z`` uniform in the bin of ``x``:
+
+          - ``dequantization="centered"`` (default): ``z = x + Δ(u - ½)``, ``u ~ U[0,1)^D``,
+            ``Δ = (high - low)/(L - 1)`` — bins of width ``Δ`` centred on the levels the network was
+            trained on, the same bins as the discretized decoder of :meth:`elbo` (whose edge bins
+            extend to ``±∞``), so the two numbers bound the same probabilities;
+          - ``"uniform"``: ``L`` bins of width ``(high - low)/L`` tiling ``[low, high]``
+            (:func:`probgen.data.dequantize`, :func:`probgen.data.bits_per_dim`), the convention
+            of models trained on dequantized data; a network trained on the levels themselves puts
+            its peaks at ``low`` and ``high`` on the edges of the outer bins there, which loosens
+            the bound.
 
         Args:
             x: ``(B, *event_shape)`` scaled levels (as :func:`probgen.data.load` returns them).
             method: ``"elbo"`` or ``"ode"``.
             num_levels: ``L``, default ``data_levels``.
             num_dequant: dequantization draws (``"ode"``).
+            dequantization: ``"centered"`` or ``"uniform"`` (``"ode"``; see above).
             generator: for the noise draws.
         """
         from probgen.data import bits_per_dim as _bits_per_dim
@@ -755,12 +771,20 @@ class DDPM(nn.Module):
                                  f"data_levels={levels} (got data_levels={self.data_levels})")
             return -self.elbo(x, generator=generator, **opts) / (self.num_dims * math.log(2.0))
         num_dequant = check_int("num_dequant", num_dequant, minimum=1)
+        dequantization = check_choice("dequantization", dequantization, _DEQUANTIZATIONS)
         low, high = self.data_range
         k = to_levels(x, num_levels=levels, data_range=self.data_range)
         total = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+        width = (high - low) / (levels - 1)
         for _ in range(num_dequant):
-            y = dequantize(k.to(x.dtype), levels, generator=generator)
-            total = total + self.log_prob(low + (high - low) * y, **opts)
+            if dequantization == "centered":
+                u = torch.rand(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+                z = low + width * (k.to(x.dtype) + u - 0.5)
+            else:
+                z = low + (high - low) * dequantize(k.to(x.dtype), levels, generator=generator)
+            total = total + self.log_prob(z, **opts)
+        if dequantization == "centered":
+            return -(total / num_dequant + self.num_dims * math.log(width)) / (self.num_dims * math.log(2.0))
         return _bits_per_dim(total / num_dequant, self.num_dims, num_levels=levels, data_range=self.data_range)
 
     # ------------------------------------------------------------------------------------------ EMA, IO
@@ -769,12 +793,7 @@ class DDPM(nn.Module):
         """One EMA step ``θ_ema ← d θ_ema + (1-d) θ``, ``d = min(ema_decay, (1+k)/(10+k))``."""
         if self.ema_net is None:
             raise ValueError("update_ema() needs EMA weights: construct the model with ema_decay=...")
-        k = int(self.ema_updates)
-        decay = min(self.ema_decay, (1.0 + k) / (10.0 + k))
-        for ema_p, p in zip(self.ema_net.parameters(), self.eps_net.parameters()):
-            ema_p.lerp_(p.detach(), 1.0 - decay)
-        for ema_b, b in zip(self.ema_net.buffers(), self.eps_net.buffers()):
-            ema_b.copy_(b)
+        ema_update(self.ema_net, self.eps_net, decay=self.ema_decay, num_updates=int(self.ema_updates))
         self.ema_updates += 1
 
     def on_fit_step(self, step: int) -> None:
