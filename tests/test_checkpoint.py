@@ -104,7 +104,8 @@ def _assert_same_weights(a: nn.Module, b: nn.Module) -> None:
 def test_families_table_is_the_documented_one():
     assert FAMILIES == {
         "flow": "probgen.flows:Flow", "score-sde": "probgen.diffusion:ScoreSDE", "ddpm": "probgen.diffusion:DDPM",
-        "vae": "probgen.vae:VAE", "ebm": "probgen.ebm:EBM", "rbm": "probgen.ebm:BernoulliRBM",
+        "vae": "probgen.vae:VAE", "cvae": "probgen.vae:ConditionalVAE", "ebm": "probgen.ebm:EBM",
+        "rbm": "probgen.ebm:BernoulliRBM",
         "gaussian-rbm": "probgen.ebm:GaussianBernoulliRBM", "made": "probgen.flows:MADE",
         "gan": "probgen.gan:GAN", "wgan-gp": "probgen.gan:WGANGP",
     }

@@ -156,7 +156,7 @@ def test_mcmc_bad_arguments(capsys, argv, pattern):
         ("made", "digits-binary", ["test NLL", "bits/dim"]),
         ("ebm", "8gaussians", ["NLL (AIS log Z)", "KL gap"]),
         ("score-sde", "8gaussians", ["test NLL", "KL gap"]),
-        ("ddpm", "8gaussians", ["test -ELBO", "test NLL (ODE)", "KL gap"]),
+        ("ddpm", "8gaussians", ["test -ELBO", "test NLL (ODE", "KL gap"]),
         ("cnf", "8gaussians", ["test NLL", "KL gap"]),
         ("gan", "8gaussians", ["MMD²", "precision", "recall"]),
         ("wgan-gp", "8gaussians", ["MMD²", "sliced Wasserstein"]),

@@ -475,11 +475,13 @@ class BernoulliRBM(_RBM):
         Salakhutdinov & Murray (2008), ICML.
 
     Example:
+        >>> _ = torch.manual_seed(0)
         >>> rbm = BernoulliRBM(4, 3)
         >>> v = torch.bernoulli(torch.full((5, 4), 0.5))
         >>> rbm.free_energy(v).shape, rbm.log_prob(v).shape, rbm.sample(2, gibbs_steps=3).shape
         (torch.Size([5]), torch.Size([5]), torch.Size([2, 4]))
-        >>> bool(torch.isclose(rbm.log_partition(), torch.tensor(7 * math.log(2.0)), atol=0.01))
+        >>> # near-zero weights: log Z is close to (4 + 3) log 2, the value for zero weights
+        >>> bool(torch.isclose(rbm.log_partition(), torch.tensor(7 * math.log(2.0)), atol=0.05))
         True
     """
 
