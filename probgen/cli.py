@@ -241,6 +241,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     from probgen.data import load as load_data
 
     recipe = recipes.get(args.family)
+    recipe._check_kind(args.kind, args.objective)
     device = _check_device(args.device)
     out = Path(args.out or f"runs/{args.family}-{Path(args.data).stem}")
     _check_out_dir("--out", out)

@@ -13,6 +13,12 @@ import torch
 from probgen.cli import main
 
 
+@pytest.fixture(autouse=True)
+def _in_a_fresh_folder(tmp_path, monkeypatch):
+    """Default outputs (runs/...) go to a scratch folder, never into the checkout a user ran the main job in."""
+    monkeypatch.chdir(tmp_path)
+
+
 def _run(capsys, *argv):
     code = main(list(argv))
     out, err = capsys.readouterr()
