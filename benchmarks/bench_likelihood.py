@@ -26,7 +26,6 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import cProfile
 import io
 import os
@@ -43,9 +42,9 @@ from probgen.diffusion import ode_log_prob  # noqa: E402
 from probgen.ops.divergence import divergence, sample_probes  # noqa: E402
 
 try:
-    from benchmarks.common import warm_up, Section, Stopwatch, optional_import, time_call  # noqa: E402
+    from benchmarks.common import script_main, warm_up, Section, Stopwatch, optional_import, time_call  # noqa: E402
 except ImportError:
-    from common import warm_up, Section, Stopwatch, optional_import, time_call  # type: ignore[no-redef]  # noqa: E402
+    from common import script_main, warm_up, Section, Stopwatch, optional_import, time_call  # type: ignore[no-redef]  # noqa: E402
 
 __all__ = ["run", "score_sde_reference_log_prob", "make_problem"]
 
@@ -236,12 +235,7 @@ def run(*, quick: bool = False, device: str = "cpu") -> Section:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--device", default="cpu")
-    args = parser.parse_args()
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    print(run(quick=args.quick, device=args.device).text())
+    script_main(run, __doc__)
 
 
 if __name__ == "__main__":

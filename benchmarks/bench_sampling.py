@@ -20,7 +20,6 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 
@@ -33,9 +32,9 @@ from probgen.samplers.ddim import sample_ddim  # noqa: E402
 from probgen.samplers.dpm_solver import sample_dpm_solver  # noqa: E402
 
 try:
-    from benchmarks.common import warm_up, Section, optional_import, time_call  # noqa: E402
+    from benchmarks.common import script_main, warm_up, Section, optional_import, time_call  # noqa: E402
 except ImportError:
-    from common import warm_up, Section, optional_import, time_call  # type: ignore[no-redef]  # noqa: E402
+    from common import script_main, warm_up, Section, optional_import, time_call  # type: ignore[no-redef]  # noqa: E402
 
 __all__ = ["run", "train_ddpm", "diffusers_sample"]
 
@@ -161,12 +160,7 @@ def run(*, quick: bool = False, device: str = "cpu") -> Section:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--device", default="cpu")
-    args = parser.parse_args()
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    print(run(quick=args.quick, device=args.device).text())
+    script_main(run, __doc__)
 
 
 if __name__ == "__main__":

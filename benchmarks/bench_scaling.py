@@ -20,7 +20,6 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 
@@ -33,9 +32,9 @@ from probgen.diffusion import ode_log_prob  # noqa: E402
 from probgen.samplers.ddim import sample_ddim  # noqa: E402
 
 try:
-    from benchmarks.common import PeakRSS, Section, Stopwatch, warm_up  # noqa: E402
+    from benchmarks.common import script_main, PeakRSS, Section, Stopwatch, warm_up  # noqa: E402
 except ImportError:
-    from common import PeakRSS, Section, Stopwatch, warm_up  # type: ignore[no-redef]  # noqa: E402
+    from common import script_main, PeakRSS, Section, Stopwatch, warm_up  # type: ignore[no-redef]  # noqa: E402
 
 __all__ = ["run", "measure"]
 
@@ -151,12 +150,7 @@ def run(*, quick: bool = False, device: str = "cpu") -> Section:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--device", default="cpu")
-    args = parser.parse_args()
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    print(run(quick=args.quick, device=args.device).text())
+    script_main(run, __doc__)
 
 
 if __name__ == "__main__":

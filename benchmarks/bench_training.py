@@ -23,7 +23,6 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import copy
 import os
 import time
@@ -35,9 +34,9 @@ import torch  # noqa: E402
 import probgen as pg  # noqa: E402
 
 try:
-    from benchmarks.common import warm_up, Section, Stopwatch  # noqa: E402
+    from benchmarks.common import script_main, warm_up, Section, Stopwatch  # noqa: E402
 except ImportError:  # run as a script from benchmarks/
-    from common import warm_up, Section, Stopwatch  # type: ignore[no-redef]  # noqa: E402
+    from common import script_main, warm_up, Section, Stopwatch  # type: ignore[no-redef]  # noqa: E402
 
 __all__ = ["run", "bare_loop"]
 
@@ -102,12 +101,7 @@ def run(*, quick: bool = False, device: str = "cpu") -> Section:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--device", default="cpu")
-    args = parser.parse_args()
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    print(run(quick=args.quick, device=args.device).text())
+    script_main(run, __doc__)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ collects the sections into ``RESULTS.md``. Nothing here is imported by the libra
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import dataclasses
 import datetime
@@ -22,6 +23,7 @@ from typing import Any
 import torch
 
 __all__ = [
+    "script_main",
     "Section",
     "Table",
     "time_call",
@@ -312,3 +314,14 @@ def threads(n: int) -> Iterator[None]:
 
 def today() -> str:
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def script_main(run: Callable[..., Any], doc: str | None, **extra: Any) -> None:
+    """The command line every benchmark script shares: ``--quick`` and ``--device``, one torch thread unless
+    ``OMP_NUM_THREADS`` says otherwise, and the section's table printed."""
+    parser = argparse.ArgumentParser(description=(doc or "").splitlines()[0] if doc else None)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    print(run(quick=args.quick, device=args.device, **extra).text())
