@@ -75,13 +75,19 @@ class _Model:
                  clip: tuple[float, float] | None):
         self.eps_fn, self.schedule = eps_fn, schedule
         self.data_prediction, self.clip = data_prediction, clip
+        # every time of the grid is visited by several steps (multistep history): interpolate each once
+        self._coeffs: dict[float, tuple[Tensor, Tensor, Tensor]] = {}
 
     def coeffs(self, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """``(α_t, σ_t, λ_t)`` as 0-d tensors."""
-        t1 = t.reshape(1)
-        log_alpha = self.schedule.marginal_log_mean_coeff(t1)[0]
-        sigma = self.schedule.marginal_std(t1)[0]
-        return log_alpha.exp(), sigma, log_alpha - sigma.log()
+        """``(α_t, σ_t, λ_t)`` as 0-d tensors, memoised per time."""
+        key = float(t)
+        cached = self._coeffs.get(key)
+        if cached is None:
+            t1 = t.reshape(1)
+            log_alpha = self.schedule.marginal_log_mean_coeff(t1)[0]
+            sigma = self.schedule.marginal_std(t1)[0]
+            cached = self._coeffs[key] = (log_alpha.exp(), sigma, log_alpha - sigma.log())
+        return cached
 
     def __call__(self, x: Tensor, t: Tensor) -> Tensor:
         index = self.schedule.time_to_index(t).expand(x.shape[0])
