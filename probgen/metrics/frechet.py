@@ -34,7 +34,7 @@ from probgen.metrics.mmd import _check_pair
 __all__ = ["gaussian_frechet", "frechet_distance", "fid", "FEATURE_MAPS"]
 
 #: Names accepted by ``fid(features=...)`` (a callable ``(B, *event) -> (B, F)`` is accepted too).
-FEATURE_MAPS = ("digits",)
+FEATURE_MAPS = ("digits", "inception")
 
 
 def _psd_sqrt(a: Tensor) -> Tensor:
@@ -152,7 +152,8 @@ def fid(
     Args:
         x: ``(N1, *event)`` real samples.
         y: ``(N2, *event)`` generated samples.
-        features: ``"digits"`` or a callable feature map.
+        features: ``"digits"``, ``"inception"`` (torch-fidelity's InceptionV3, only when it and its weights
+            are installed locally: :mod:`probgen.metrics.inception`), or a callable feature map.
         batch_size: rows per feature-map call.
 
     Returns:
@@ -173,6 +174,10 @@ def fid(
     features = check_choice_or_callable("features", features, FEATURE_MAPS)
     if features == "digits":
         features = digits_features
+    elif features == "inception":  # torch-fidelity's network, from weights already on disk only
+        from probgen.metrics.inception import inception_features
+
+        features = inception_features
     fx = _apply_features("x", features, x, batch_size)
     fy = _apply_features("y", features, y, batch_size)
     return frechet_distance(fx, fy)

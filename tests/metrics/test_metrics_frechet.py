@@ -113,7 +113,23 @@ def test_errors():
         M.frechet_distance(x[:1], x)
     with pytest.raises(ValueError, match=r"cov2 must have shape \(3, 3\)"):
         M.gaussian_frechet(torch.zeros(3), torch.eye(3), torch.zeros(3), torch.eye(2))
-    with pytest.raises(ValueError, match="unknown features 'inception'; valid choices: 'digits', or a callable"):
-        M.fid(x, x, features="inception")
+    with pytest.raises(ValueError, match="unknown features 'vgg'; valid choices: 'digits', 'inception', or a callable"):
+        M.fid(x, x, features="vgg")
     with pytest.raises(ValueError, match=r"features must map .* to a \(B, F\) tensor"):
         M.fid(x, x, features=lambda t: t.sum(-1))
+
+
+def test_inception_features_are_never_downloaded(tmp_path):
+    """Without torch-fidelity (or without its weights on disk) the InceptionV3 path refuses clearly."""
+    import importlib.util
+
+    from probgen.metrics import fid
+    from probgen.metrics.inception import inception_weights_path
+
+    x = torch.zeros(4, 1, 8, 8)
+    if importlib.util.find_spec("torch_fidelity") is None:
+        with pytest.raises(ImportError, match="needs torch-fidelity.*features='digits'"):
+            fid(x, x, features="inception")
+    else:
+        with pytest.raises(FileNotFoundError, match="never downloads"):
+            inception_weights_path(tmp_path / "missing.pth")
