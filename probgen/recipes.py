@@ -273,7 +273,7 @@ class CNFRecipe(FlowRecipe):
     families = ()  # a CNF checkpoint is a "flow" checkpoint; FlowRecipe reads it back
     kinds = ()
     defaults = {
-        "toy2d": {"steps": 1500, "batch_size": 512, "lr": 3e-3, "lr_schedule": "cosine"},
+        "toy2d": {"steps": 2000, "batch_size": 512, "lr": 3e-3, "lr_schedule": "cosine"},
         "default": {"steps": 1000, "batch_size": 256, "lr": 1e-3, "lr_schedule": "cosine"},
     }
 
