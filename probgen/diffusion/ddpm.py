@@ -29,7 +29,6 @@ References:
 from __future__ import annotations
 
 import copy
-import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -47,11 +46,14 @@ from probgen._checks import (
     check_int,
     check_nonnegative,
     check_output_shape,
-    check_probability,
     check_tensor,
 )
-from probgen.diffusion.score_sde import _check_shape_tuple, _default_net
-from probgen.nn.ema import ema_update
+from probgen.diffusion._common import (
+    _build_net,
+    _check_ema_decay,
+    _check_shape_tuple,
+    _DiffusionBase,
+)
 from probgen.ops.shapes import append_dims, batch_sum, event_numel
 from probgen.protocol import ModelDistribution
 from probgen.samplers.ddim import sample_ancestral, sample_ddim
@@ -69,7 +71,6 @@ LOSS_TYPES: tuple[str, ...] = ("simple", "vlb", "hybrid")
 SAMPLE_METHODS: tuple[str, ...] = ("ancestral", "ddim", "dpm-solver")
 """Methods of :meth:`DDPM.sample`."""
 
-_TRACES: tuple[str, ...] = ("exact", "hutchinson")
 _BPD_METHODS: tuple[str, ...] = ("elbo", "ode")
 _DEQUANTIZATIONS: tuple[str, ...] = ("centered", "uniform")
 _GAMMA_ESTIMATORS: tuple[str, ...] = ("moment", "residual")
@@ -168,7 +169,7 @@ class DiscretizedGaussian(TorchDistribution):
 
 
 # ---------------------------------------------------------------------------------------------- model
-class DDPM(nn.Module):
+class DDPM(_DiffusionBase):
     r"""Denoising diffusion probabilistic model with an ε-predicting network (Ho et al. 2020).
 
     **Schedule.** ``β_t`` linear (``linspace(1e-4, 0.02, N)``), cosine (Nichol & Dhariwal, clipped at
@@ -239,6 +240,7 @@ class DDPM(nn.Module):
     family = "ddpm"
     pyro_name = "ddpm"
     """Name under which :meth:`model` registers ``eps_net`` with :func:`pyro.module`."""
+    _net_attr = "eps_net"  # the network whose weights the EMA of _DiffusionBase averages
 
     def __init__(
         self,
@@ -271,30 +273,15 @@ class DDPM(nn.Module):
                 or not data_range[0] < data_range[1]):
             raise ValueError(f"data_range must be (low, high) with finite low < high, got {data_range!r}")
         self.data_range = (float(data_range[0]), float(data_range[1]))
-        if ema_decay is not None:
-            ema_decay = check_probability("ema_decay", ema_decay, open_low=True, open_high=True)
-        self.ema_decay = ema_decay
+        self.ema_decay = _check_ema_decay(ema_decay)
 
-        if eps_net is None:
-            if net_options is not None and not isinstance(net_options, Mapping):
-                raise TypeError(f"net_options must be a dict or None, got {type(net_options).__name__}")
-            defaults = _MLP_DEFAULTS if len(self.event_shape) == 1 else _UNET_DEFAULTS
-            self.eps_net, self._net_options = _default_net(self.event_shape, {**defaults, **(net_options or {})})
-        else:
-            if net_options is not None:
-                raise ValueError("net_options configure the default network; they cannot be combined with eps_net=...")
-            if not callable(eps_net):
-                raise TypeError(f"eps_net must be callable as eps_net(x_t, t_index), got {type(eps_net).__name__}")
-            self.eps_net, self._net_options = eps_net, None
-        if self.ema_decay is not None:
-            if not isinstance(self.eps_net, nn.Module):
-                raise ValueError("ema_decay needs eps_net to be an nn.Module (its parameters are averaged)")
-            self.ema_net = copy.deepcopy(self.eps_net)
-            for p in self.ema_net.parameters():
-                p.requires_grad_(False)
-            self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))
-        else:
-            self.ema_net = None
+        self.eps_net, self._net_options = _build_net(
+            eps_net, net_options, self.event_shape, name="eps_net", expected="callable as eps_net(x_t, t_index)",
+            defaults=_MLP_DEFAULTS if len(self.event_shape) == 1 else _UNET_DEFAULTS,
+        )
+        if self.ema_decay is not None and not isinstance(self.eps_net, nn.Module):
+            raise ValueError("ema_decay needs eps_net to be an nn.Module (its parameters are averaged)")
+        self._init_ema()
         self.register_buffer("analytic_gamma", torch.full((self.num_steps,), math.nan, dtype=torch.float64))
 
     # ------------------------------------------------------------------------------------------ helpers
@@ -322,13 +309,6 @@ class DDPM(nn.Module):
     def _check_x(self, name: str, x: Any) -> Tensor:
         x = check_tensor(name, x)
         return check_event_shape(name, x, self.event_shape)
-
-    def _pick_net(self, use_ema: bool | None) -> Callable[[Tensor, Tensor], Tensor]:
-        if use_ema is None:
-            use_ema = self.ema_net is not None and int(self.ema_updates) > 0
-        elif use_ema and self.ema_net is None:
-            raise ValueError("use_ema=True but this model keeps no EMA weights (construct it with ema_decay=...)")
-        return self.ema_net if use_ema else self.eps_net
 
     @staticmethod
     def _checked(net: Callable, x: Tensor, index: Tensor) -> Tensor:
@@ -706,16 +686,8 @@ class DDPM(nn.Module):
         Returns:
             ``(B,)`` log-densities.
         """
-        from probgen.diffusion.likelihood import ode_log_prob
-
-        x = self._check_x("x", x)
-        trace = check_choice("trace", trace, _TRACES)
-        if not isinstance(differentiable, bool):
-            raise TypeError(f"differentiable must be a bool, got {type(differentiable).__name__}")
-        score_fn = functools.partial(self._score, net=self._pick_net(use_ema))
-        with torch.set_grad_enabled(differentiable and torch.is_grad_enabled()):
-            return ode_log_prob(score_fn, self.sde, x, eps=eps, rtol=rtol, atol=atol, trace=trace,
-                                num_probes=num_probes, batch_size=batch_size, **opts)
+        return self._flow_log_prob(x, eps=eps, trace=trace, use_ema=use_ema, differentiable=differentiable,
+                                   rtol=rtol, atol=atol, num_probes=num_probes, batch_size=batch_size, **opts)
 
     def bits_per_dim(
         self,
@@ -787,32 +759,13 @@ class DDPM(nn.Module):
             return -(total / num_dequant + self.num_dims * math.log(width)) / (self.num_dims * math.log(2.0))
         return _bits_per_dim(total / num_dequant, self.num_dims, num_levels=levels, data_range=self.data_range)
 
-    # ------------------------------------------------------------------------------------------ EMA, IO
-    @torch.no_grad()
-    def update_ema(self) -> None:
-        """One EMA step ``θ_ema ← d θ_ema + (1-d) θ``, ``d = min(ema_decay, (1+k)/(10+k))``."""
-        if self.ema_net is None:
-            raise ValueError("update_ema() needs EMA weights: construct the model with ema_decay=...")
-        ema_update(self.ema_net, self.eps_net, decay=self.ema_decay, num_updates=int(self.ema_updates))
-        self.ema_updates += 1
-
-    def on_fit_step(self, step: int) -> None:
-        """Called by :func:`probgen.fit` after each optimizer step: updates the EMA if there is one."""
-        if self.ema_net is not None:
-            self.update_ema()
-
+    # ------------------------------------------------------------------------------------------ IO
     def as_distribution(self, *, method: str = "ancestral", steps: int | None = None, trace: str = "exact",
                         rtol: float = 1e-5, atol: float = 1e-5) -> ModelDistribution:
         """A Pyro distribution: ``sample`` runs :meth:`sample` (``method``, ``steps``), ``log_prob`` the ODE
         :meth:`log_prob` (``trace``, ``rtol``, ``atol``)."""
-        check_choice("method", method, SAMPLE_METHODS)
-        check_choice("trace", trace, _TRACES)
-        sample_opts: dict[str, Any] = {"method": method}
-        if steps is not None:
-            sample_opts["steps"] = check_int("steps", steps, minimum=1, maximum=self.num_steps)
-        return ModelDistribution(self, self.event_shape,
-                                 log_prob_fn=functools.partial(self.log_prob, trace=trace, rtol=rtol, atol=atol),
-                                 sample_opts=sample_opts)
+        return self._distribution(methods=SAMPLE_METHODS, method=method, steps=steps, max_steps=self.num_steps,
+                                  trace=trace, rtol=rtol, atol=atol)
 
     def config(self) -> dict[str, Any]:
         """JSON-safe keyword arguments: ``DDPM(**model.config())`` rebuilds the architecture.

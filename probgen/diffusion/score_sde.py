@@ -27,12 +27,16 @@ from probgen._checks import (
     check_event_shape,
     check_int,
     check_positive,
-    check_probability,
     check_tensor,
     check_time,
 )
+from probgen.diffusion._common import (
+    _build_net,
+    _check_ema_decay,
+    _check_shape_tuple,
+    _DiffusionBase,
+)
 from probgen.diffusion.losses import dsm_loss
-from probgen.nn.ema import ema_update
 from probgen.ops.shapes import append_dims, chunk_sizes, event_numel
 from probgen.protocol import ModelDistribution
 from probgen.sde import SDE, VESDE, SubVPSDE, VPSDE
@@ -52,27 +56,6 @@ SAMPLE_METHODS: dict[str, str] = {
 
 PARAMETERIZATIONS: tuple[str, ...] = ("noise", "score")
 LOSS_WEIGHTINGS: tuple[str, ...] = ("sigma2", "likelihood")
-_TRACES: tuple[str, ...] = ("exact", "hutchinson")
-
-# default hyperparameters of the built-in networks (tuned on 8gaussians and the 8x8 digits; see docs/score_sde.md)
-_MLP_DEFAULTS: dict[str, Any] = {"hidden": [128, 128, 128], "embed_dim": 64, "embedding": "fourier",
-                                 "fourier_scale": 16.0, "zero_init_last": True}
-_UNET_DEFAULTS: dict[str, Any] = {"base_channels": 16, "channel_mults": [1, 2], "embed_dim": 64,
-                                  "embedding": "fourier", "fourier_scale": 16.0}
-_IMAGE_SIZES = (8, 28)
-
-
-def _check_shape_tuple(event_shape: Any) -> tuple[int, ...]:
-    if isinstance(event_shape, int) and not isinstance(event_shape, bool):
-        event_shape = (event_shape,)
-    if isinstance(event_shape, torch.Size):
-        event_shape = tuple(event_shape)
-    if not isinstance(event_shape, (tuple, list)) or not event_shape or not all(
-        isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in event_shape
-    ):
-        raise ValueError(f"event_shape must be a non-empty tuple of positive integers, e.g. (2,) or (1, 8, 8), "
-                         f"got {event_shape!r}")
-    return tuple(event_shape)
 
 
 def _build_sde(sde: Any) -> SDE:
@@ -100,33 +83,7 @@ def _sde_config(sde: SDE) -> dict[str, Any]:
     )
 
 
-def _default_net(event_shape: tuple[int, ...], options: Mapping[str, Any] | None) -> tuple[nn.Module, dict]:
-    """The built-in network for ``event_shape`` and the options it was built with (``config()['net_options']``)."""
-    from probgen.nn import ConditionedMLP, UNet
-
-    if len(event_shape) == 1:
-        cls, fixed, defaults = ConditionedMLP, {"dim": event_shape[0]}, _MLP_DEFAULTS
-    elif len(event_shape) == 3 and event_shape[1] == event_shape[2] and event_shape[1] in _IMAGE_SIZES:
-        cls, fixed, defaults = UNet, {"in_channels": event_shape[0], "image_size": event_shape[1]}, _UNET_DEFAULTS
-    else:
-        raise ValueError(
-            f"no default network for event_shape {event_shape}: the built-in nets cover vectors (D,) "
-            f"(ConditionedMLP) and square images (C, H, W) with H = W in {_IMAGE_SIZES} (UNet); pass net=..."
-        )
-    options = dict(options or {})
-    clash = sorted(set(options) & set(fixed))
-    if clash:
-        raise ValueError(f"net_options must not set {clash}: they follow from event_shape {event_shape}")
-    kwargs = {**defaults, **options}
-    try:
-        net = cls(**fixed, **kwargs)
-    except TypeError as error:
-        raise TypeError(f"net_options {sorted(options)} do not fit {cls.__name__}: {error}") from None
-    saved = {k: v for k, v in net.config().items() if k not in fixed}
-    return net, saved
-
-
-class ScoreSDE(nn.Module):
+class ScoreSDE(_DiffusionBase):
     r"""Score-based generative model with a forward SDE (Song et al. 2021).
 
     Forward SDE and its reverse, and the probability-flow ODE that share the marginals ``p_t``:
@@ -229,28 +186,10 @@ class ScoreSDE(nn.Module):
         self.eps = check_positive("eps", eps)
         if self.eps >= self.sde.T:
             raise ValueError(f"eps must be < sde.T = {self.sde.T:g}, got {eps}")
-        if ema_decay is not None:
-            ema_decay = check_probability("ema_decay", ema_decay, open_low=True, open_high=True)
-        self.ema_decay = ema_decay
-
-        if net is None:
-            if net_options is not None and not isinstance(net_options, Mapping):
-                raise TypeError(f"net_options must be a dict or None, got {type(net_options).__name__}")
-            self.net, self._net_options = _default_net(self.event_shape, net_options)
-        else:
-            if net_options is not None:
-                raise ValueError("net_options configure the default network; they cannot be combined with net=...")
-            if not callable(net):
-                raise TypeError(f"net must be an nn.Module called as net(x, t), got {type(net).__name__}")
-            self.net, self._net_options = net, None
-
-        if self.ema_decay is not None:
-            self.ema_net = copy.deepcopy(self.net)
-            for p in self.ema_net.parameters():
-                p.requires_grad_(False)
-            self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))
-        else:
-            self.ema_net = None
+        self.ema_decay = _check_ema_decay(ema_decay)
+        self.net, self._net_options = _build_net(net, net_options, self.event_shape, name="net",
+                                                 expected="an nn.Module called as net(x, t)")
+        self._init_ema()
 
     # ------------------------------------------------------------------------------------------ helpers
     @property
@@ -276,13 +215,6 @@ class ScoreSDE(nn.Module):
                     f"move one of them (e.g. model.to(x) or {name}.to(model_dtype))"
                 )
         return x
-
-    def _pick_net(self, use_ema: bool | None) -> nn.Module:
-        if use_ema is None:
-            use_ema = self.ema_net is not None and int(self.ema_updates) > 0
-        elif use_ema and self.ema_net is None:
-            raise ValueError("use_ema=True but this model keeps no EMA weights (construct it with ema_decay=...)")
-        return self.ema_net if use_ema else self.net
 
     def _score(self, x: Tensor, t: Tensor, net: nn.Module) -> Tensor:
         """Unchecked score: ``net`` output, divided by ``-σ(t)`` for the noise parameterisation."""
@@ -333,19 +265,6 @@ class ScoreSDE(nn.Module):
             importance_sampling=self.importance_sampling,
             eps=self.eps,
         )
-
-    @torch.no_grad()
-    def update_ema(self) -> None:
-        """One EMA step ``θ_ema ← d θ_ema + (1 - d) θ`` with ``d = min(ema_decay, (1 + k)/(10 + k))``."""
-        if self.ema_net is None:
-            raise ValueError("update_ema() needs EMA weights: construct the model with ema_decay=...")
-        ema_update(self.ema_net, self.net, decay=self.ema_decay, num_updates=int(self.ema_updates))
-        self.ema_updates += 1
-
-    def on_fit_step(self, step: int) -> None:
-        """Hook called by :func:`probgen.fit` after each optimizer step: updates the EMA if there is one."""
-        if self.ema_net is not None:
-            self.update_ema()
 
     def sample(
         self,
@@ -479,15 +398,8 @@ class ScoreSDE(nn.Module):
         Returns:
             ``(B,)`` log-densities in nats.
         """
-        from probgen.diffusion.likelihood import ode_log_prob
-
-        x = self._check_x("x", x)
-        trace = check_choice("trace", trace, _TRACES)
-        if not isinstance(differentiable, bool):
-            raise TypeError(f"differentiable must be a bool, got {type(differentiable).__name__}")
-        with torch.set_grad_enabled(differentiable and torch.is_grad_enabled()):
-            return ode_log_prob(self._score_fn(use_ema), self.sde, x, eps=self.eps, rtol=rtol, atol=atol,
-                                trace=trace, num_probes=num_probes, batch_size=batch_size, **opts)
+        return self._flow_log_prob(x, eps=self.eps, trace=trace, use_ema=use_ema, differentiable=differentiable,
+                                   rtol=rtol, atol=atol, num_probes=num_probes, batch_size=batch_size, **opts)
 
     def bits_per_dim(
         self,
@@ -563,17 +475,8 @@ class ScoreSDE(nn.Module):
             >>> tr.nodes["x"]["fn"].log_prob(x).shape
             torch.Size([3])
         """
-        check_choice("method", method, tuple(SAMPLE_METHODS))
-        check_choice("trace", trace, _TRACES)
-        sample_opts: dict[str, Any] = {"method": method}
-        if steps is not None:
-            sample_opts["steps"] = check_int("steps", steps, minimum=1)
-        return ModelDistribution(
-            self,
-            self.event_shape,
-            log_prob_fn=functools.partial(self.log_prob, trace=trace, rtol=rtol, atol=atol),
-            sample_opts=sample_opts,
-        )
+        return self._distribution(methods=tuple(SAMPLE_METHODS), method=method, steps=steps, max_steps=None,
+                                  trace=trace, rtol=rtol, atol=atol)
 
     def config(self) -> dict[str, Any]:
         """JSON-safe keyword arguments: ``ScoreSDE(**model.config())`` rebuilds the architecture.

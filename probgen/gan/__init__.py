@@ -3,11 +3,13 @@
 The generator is the Pyro program ``z ~ N(0, I)``, ``x = G(z)`` (sites ``"z"`` and ``"x"``); training is the
 two-player game run by :meth:`~probgen.gan.AdversarialModel.training_step`, which :func:`probgen.fit` calls,
 recording the diagnostics (``d_loss``, ``g_loss``, ``d_acc`` / ``gp`` / ``wasserstein_estimate``,
-``grad_norm_d``, ``grad_norm_g``, ``diversity``) in ``history.metrics``. See ``docs/gan.md``.
+``grad_norm_d``, ``grad_norm_g``, ``diversity``) in ``history.metrics``. :func:`mode_coverage` (the
+mode-collapse count) lives in :mod:`probgen.metrics` and is re-exported here. See ``docs/gan.md``.
 """
 
 from __future__ import annotations
 
+from probgen.gan import gan
 from probgen.gan.gan import (
     BATCH_MODES,
     GAN,
@@ -22,16 +24,5 @@ from probgen.gan.gan import (
     wasserstein_generator_loss,
 )
 
-__all__ = [
-    "GAN",
-    "WGANGP",
-    "AdversarialModel",
-    "BATCH_MODES",
-    "discriminator_loss",
-    "nonsaturating_generator_loss",
-    "wasserstein_critic_loss",
-    "wasserstein_generator_loss",
-    "gradient_penalty",
-    "sample_diversity",
-    "mode_coverage",
-]
+# the public names are those of probgen.gan.gan (mode_coverage, now in probgen.metrics, is re-exported there)
+__all__ = list(gan.__all__)

@@ -11,7 +11,8 @@ What each metric sees (details and caveats in ``docs/evaluation.md``):
 * the shipped 8×8 digits classifier: :func:`digits_classifier`, :func:`digits_features` (default FID
   feature map), :func:`digits_probs`;
 * latent and reconstruction quality: :func:`clustering_scores`, :func:`reconstruction_metrics`,
-  :func:`psnr`, :func:`ssim`.
+  :func:`psnr`, :func:`ssim`;
+* mixtures with known centres: :func:`mode_coverage` (share of samples near each mode; Metz et al. 2016).
 
 This is a shared package: it never imports a model family.
 """
@@ -26,6 +27,7 @@ from probgen.metrics.classifier import (
     digits_probs,
     inception_score,
 )
+from probgen.metrics.coverage import mode_coverage
 from probgen.metrics.frechet import FEATURE_MAPS, fid, frechet_distance, gaussian_frechet
 from probgen.metrics.kde import kde_log_likelihood, select_bandwidth
 from probgen.metrics.latent import clustering_scores, psnr, reconstruction_metrics, ssim
@@ -59,4 +61,5 @@ __all__ = [
     "reconstruction_metrics",
     "psnr",
     "ssim",
+    "mode_coverage",
 ]

@@ -52,11 +52,17 @@ from torch.nn import functional as F
 from probgen._checks import check_choice, check_event_shape, check_int, check_nonnegative, check_output_shape, check_tensor
 from probgen.protocol import ModelDistribution
 from probgen.vae.nets import DEFAULT_HIDDEN, Classifier, Decoder, GaussianEncoder, _hidden, check_event_shape_tuple
-from probgen.vae.vae import LIKELIHOODS, ObservationModel, log_mean_exp_chunked, standard_normal_particles
+from probgen.vae.vae import (
+    LIKELIHOODS,
+    ObservationModel,
+    _iwae_distribution,
+    _particle_chunk,
+    log_mean_exp_chunked,
+    standard_normal_particles,
+)
 
 __all__ = ["ConditionalVAE"]
 
-_ROWS_PER_CHUNK = 1 << 16
 
 
 class ConditionalVAE(nn.Module):
@@ -305,8 +311,7 @@ class ConditionalVAE(nn.Module):
         """
         x = self._check_x(x)
         num_particles = check_int("num_particles", num_particles, minimum=1)
-        chunk = max(1, _ROWS_PER_CHUNK // x.shape[0]) if chunk_size is None else check_int(
-            "chunk_size", chunk_size, minimum=1)
+        chunk = _particle_chunk(chunk_size, x.shape[0])
         with torch.no_grad():
             if y is not None:
                 return self._conditional_iwae(x, self._check_y(y, x.shape[0], allow_missing=False),
@@ -375,12 +380,7 @@ class ConditionalVAE(nn.Module):
     def as_distribution(self, *, num_particles: int = 100) -> ModelDistribution:
         """A Pyro distribution over ``x`` whose ``log_prob`` is the IWAE estimate of ``log p(x)`` (labels summed
         out) with ``K = num_particles`` — a stochastic lower bound, not the exact density."""
-        num_particles = check_int("num_particles", num_particles, minimum=1)
-
-        def log_prob(value: Tensor) -> Tensor:
-            return self.log_likelihood(value, num_particles=num_particles)
-
-        return ModelDistribution(self, self.event_shape, log_prob_fn=log_prob, sample_opts={"mean": False})
+        return _iwae_distribution(self, num_particles)
 
     def config(self) -> dict[str, Any]:
         """JSON-safe arguments such that ``ConditionalVAE(**m.config())`` rebuilds it (built-in nets only)."""

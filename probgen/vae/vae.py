@@ -207,6 +207,25 @@ def log_mean_exp_chunked(log_weight: Callable[[int], Tensor], num_particles: int
     return total - math.log(num_particles)
 
 
+def _particle_chunk(chunk_size: int | None, batch_size: int) -> int:
+    """Particles evaluated at once by an IWAE estimate: ``chunk_size`` (checked), or ``max(1, 65536 // B)``
+    when ``None`` (bounded memory: at most 65536 particle-by-batch rows)."""
+    if chunk_size is None:
+        return max(1, _ROWS_PER_CHUNK // batch_size)
+    return check_int("chunk_size", chunk_size, minimum=1)
+
+
+def _iwae_distribution(model: nn.Module, num_particles: int) -> ModelDistribution:
+    """``model.as_distribution``: ``log_prob`` is ``model.log_likelihood(x, num_particles=K)`` (an IWAE lower
+    bound, not the exact density); ``sample`` draws ``x ~ p(x | z)`` (``model.sample(n, mean=False)``)."""
+    num_particles = check_int("num_particles", num_particles, minimum=1)
+
+    def log_prob(value: Tensor) -> Tensor:
+        return model.log_likelihood(value, num_particles=num_particles)
+
+    return ModelDistribution(model, model.event_shape, log_prob_fn=log_prob, sample_opts={"mean": False})
+
+
 def _flat_apply(net: Callable[..., Any], inp: Tensor, width: int, *extra: Tensor) -> tuple[Any, tuple[int, ...]]:
     """Call ``net`` on ``inp`` with its leading dims flattened to one batch dim (custom nets see ``(N, width)``)."""
     lead = tuple(inp.shape[:-1])
@@ -524,9 +543,6 @@ class VAE(nn.Module):
             kl = q.log_prob(z) - p.log_prob(z)
         return log_px - kl
 
-    def _default_chunk(self, batch_size: int) -> int:
-        return max(1, _ROWS_PER_CHUNK // batch_size)
-
     def log_likelihood(
         self,
         x: Tensor,
@@ -566,8 +582,7 @@ class VAE(nn.Module):
         """
         x = self._check_x(x)
         num_particles = check_int("num_particles", num_particles, minimum=1)
-        chunk = self._default_chunk(x.shape[0]) if chunk_size is None else check_int("chunk_size", chunk_size,
-                                                                                        minimum=1)
+        chunk = _particle_chunk(chunk_size, x.shape[0])
         with torch.set_grad_enabled(bool(differentiable) and torch.is_grad_enabled()):
             loc, scale, context = self._encode(x)
             transforms = self._transforms(context)
@@ -625,12 +640,7 @@ class VAE(nn.Module):
             >>> vae.as_distribution(num_particles=10).log_prob(torch.randn(4, 3)).shape
             torch.Size([4])
         """
-        num_particles = check_int("num_particles", num_particles, minimum=1)
-
-        def log_prob(value: Tensor) -> Tensor:
-            return self.log_likelihood(value, num_particles=num_particles)
-
-        return ModelDistribution(self, self.event_shape, log_prob_fn=log_prob, sample_opts={"mean": False})
+        return _iwae_distribution(self, num_particles)
 
     def config(self) -> dict[str, Any]:
         """JSON-safe arguments such that ``VAE(**vae.config())`` rebuilds the architecture (built-in nets only)."""
