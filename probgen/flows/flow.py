@@ -33,7 +33,7 @@ from typing import Any
 
 import pyro.distributions as pdist
 import torch
-from pyro.distributions.transforms import AffineCoupling, SplineAutoregressive, SplineCoupling
+from pyro.distributions.transforms import AffineCoupling
 from pyro.nn import AutoRegressiveNN, DenseNN
 from torch import Tensor, nn
 
@@ -45,6 +45,7 @@ from probgen._checks import (
     check_tensor,
 )
 from probgen.flows.cnf import ODE_METHODS, CNFTransform
+from probgen.flows.splines import SplineAutoregressive, SplineCoupling
 from probgen.flows.transforms import (
     ActNorm,
     AffineAutoregressive,
@@ -268,6 +269,8 @@ class Flow(nn.Module):
             return AffineAutoregressive(arn), kind == "maf"
         bins = o.get("count_bins", 8)
         spline_params = [bins, bins, bins - 1] + ([bins] if o.get("order") == "linear" else [])
+        # SplineCoupling / SplineAutoregressive: Pyro's layers (same parameters and state_dict keys) with
+        # probgen.flows.splines' fast rational-quadratic kernel
         if kind == "spline":
             split = dim // 2
             hypernet = DenseNN(split, list(self._hidden()), [(dim - split) * p for p in spline_params])
