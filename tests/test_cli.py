@@ -232,3 +232,39 @@ def test_sampler_and_bound_options_reach_the_family(tmp_path, capsys):
     assert code == 0 and "-ELBO" in text and "ODE" not in text, err
     code, _, err = _run(capsys, "nll", str(out), "--data", "8gaussians", "--bound", "iwae")
     assert code == 2 and "unknown --bound 'iwae'; valid choices: 'elbo', 'ode'" in err
+
+
+def test_flow_recipe_picks_autoregressive_splines_on_2d_toy_data():
+    from probgen.data import load
+    from probgen.recipes import TOY2D_FLOW, FlowRecipe
+
+    recipe = FlowRecipe()
+    flow = recipe.build(load("8gaussians"))
+    assert (flow.kind, flow.num_layers) == ("spline-ar", TOY2D_FLOW["num_layers"])
+    assert recipe.build(load("8gaussians"), kind="spline").kind == "spline"  # an explicit --kind wins
+    assert recipe.build(load("digits")).kind == "spline"  # one pass each way for images
+
+
+def test_cnf_is_scored_at_the_evaluation_tolerance_and_keeps_its_training_tolerance():
+    from probgen.flows import Flow
+    from probgen.recipes import CNF_EVAL_TOL, FlowRecipe
+
+    torch.manual_seed(0)
+    flow = Flow(2, "cnf", rtol=1e-3, atol=1e-3, hidden_dims=(16,))
+    x = torch.randn(32, 2, dtype=torch.float64)
+    flow.double()
+    seen = []
+    block = flow.cnf_transforms[0]
+    solve = block.solve
+
+    def spy(*args, **kwargs):
+        seen.append((block.rtol, block.atol))
+        return solve(*args, **kwargs)
+
+    block.solve = spy
+    (lp, _), = FlowRecipe().log_likelihoods(flow, x).values()
+    assert seen and all(tol == (CNF_EVAL_TOL, CNF_EVAL_TOL) for tol in seen)
+    assert (block.rtol, block.atol) == (1e-3, 1e-3)
+    block.solve = solve
+    block.rtol = block.atol = CNF_EVAL_TOL
+    torch.testing.assert_close(lp, flow.log_prob(x))
