@@ -18,6 +18,8 @@ References:
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -239,20 +241,25 @@ def sample_ddim(
     eta = check_nonnegative("eta", eta)
     x = _start(shape_or_x, generator=generator, device=device, dtype=dtype)
     taus = _check_timesteps(schedule, steps, timesteps, x.device)
-    prev = torch.cat([taus.new_full((1,), -1), taus[:-1]])
-    for k in range(len(taus) - 1, -1, -1):
-        index = _full(x, taus[k])
-        a = schedule.gather(schedule.alphas_cumprod, index, x)
-        b = (schedule.gather(schedule.alphas_cumprod, _full(x, prev[k]), x) if prev[k] >= 0
-             else torch.ones_like(a))
-        x0, eps = _pred_x0(x, counted(x, index), a, clip)
-        sigma = eta * ((1.0 - b) / (1.0 - a) * (1.0 - a / b)).clamp_min(0.0).sqrt()
-        direction = (1.0 - b - sigma**2).clamp_min(0.0).sqrt()
-        x = append_dims(b.sqrt(), x.dim()) * x0 + append_dims(direction, x.dim()) * eps
-        if eta > 0 and prev[k] >= 0:
-            x = x + append_dims(sigma, x.dim()) * _randn_like(x, generator)
+    # every sample shares the step, so the coefficients are host numbers (float64), computed once per step:
+    # the loop runs only full-size tensor operations and never waits on the device
+    abar = schedule.alphas_cumprod.tolist()
+    order = taus.tolist()
+    for k in range(len(order) - 1, -1, -1):
+        index = _full(x, order[k])
+        a = abar[order[k]]
+        b = abar[order[k - 1]] if k > 0 else 1.0
+        eps = counted(x, index)
+        if clip is None:
+            x0 = torch.sub(x, eps, alpha=math.sqrt(1.0 - a)).div_(math.sqrt(a))
+        else:
+            x0, eps = _pred_x0(x, eps, x.new_full((x.shape[0],), a), clip)
+        sigma = eta * math.sqrt(max((1.0 - b) / (1.0 - a) * (1.0 - a / b), 0.0))
+        x = x0.mul_(math.sqrt(b)).add_(eps, alpha=math.sqrt(max(1.0 - b - sigma**2, 0.0)))
+        if sigma > 0:
+            x.add_(_randn_like(x, generator), alpha=sigma)
         if callback is not None:
-            callback(len(taus) - 1 - k, x, index)
+            callback(len(order) - 1 - k, x, index)
     return SampleResult(x, counted.calls, {"timesteps": taus})
 
 
