@@ -170,17 +170,20 @@ def sample_ancestral(
         name = check_choice("variance", variance, ANCESTRAL_VARIANCES)
         sigma2 = schedule.betas if name == "beta" else schedule.posterior_variance
     x = _start(shape_or_x, generator=generator, device=device, dtype=dtype)
+    # one step for every sample: the coefficients are host numbers (float64), as in sample_ddim
+    abar, var = schedule.alphas_cumprod.tolist(), sigma2.tolist()
+    coef_x0, coef_xt = schedule.posterior_mean_coef_x0.tolist(), schedule.posterior_mean_coef_xt.tolist()
     for k, i in enumerate(range(n - 1, -1, -1)):
         index = _full(x, i)
         eps = counted(x, index)
-        x0, _ = _pred_x0(x, eps, schedule.gather(schedule.alphas_cumprod, index, x), clip)
-        mean = (append_dims(schedule.gather(schedule.posterior_mean_coef_x0, index, x), x.dim()) * x0
-                + append_dims(schedule.gather(schedule.posterior_mean_coef_xt, index, x), x.dim()) * x)
-        if i > 0:
-            std = append_dims(schedule.gather(sigma2, index, x).sqrt(), x.dim())
-            x = mean + std * _randn_like(x, generator)
+        if clip is None:
+            x0 = torch.sub(x, eps, alpha=math.sqrt(1.0 - abar[i])).div_(math.sqrt(abar[i]))
         else:
-            x = mean
+            x0, _ = _pred_x0(x, eps, x.new_full((x.shape[0],), abar[i]), clip)
+        mean = x0.mul_(coef_x0[i]).add_(x, alpha=coef_xt[i])  # μ̃_t(x_t, x̂_0)
+        if i > 0:
+            mean.add_(_randn_like(x, generator), alpha=math.sqrt(var[i]))
+        x = mean
         if callback is not None:
             callback(k, x, index)
     return SampleResult(x, counted.calls, {"steps": n})
