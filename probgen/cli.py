@@ -256,6 +256,8 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     _pick_threads(args.threads, dataset)
     torch.manual_seed(args.seed)
     model = recipe.build(dataset, kind=args.kind, objective=args.objective)
+    if args.resume:
+        model = _resumed_model(ckpt, model, args.kind)
     options = recipe.fit_options(dataset, steps=args.steps, batch_size=args.batch_size, lr=args.lr)
     n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     print(
@@ -306,6 +308,21 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     _atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, default=_json_default) + "\n")
     print(f"wrote {ckpt}, {png}, {out / 'summary.json'}")
     return 0
+
+
+def _resumed_model(ckpt: Path, built, kind: str | None):
+    """The architecture a run was started with, rebuilt from its checkpoint (a recipe's defaults may have
+    changed since); fit then restores the weights and the training state."""
+    from probgen.checkpoint import load
+
+    model = load(ckpt)
+    if type(model) is not type(built):
+        raise UsageError(f"--resume: {ckpt} holds a {type(model).__name__}, not the {type(built).__name__} this "
+                         "family builds; pass --force to start a new run")
+    if kind is not None and getattr(model, "kind", kind) != kind:
+        raise UsageError(f"--resume: the checkpoint in {str(ckpt.parent)!r} was started with --kind "
+                         f"{model.kind!r}, not {kind!r}")
+    return model.train()
 
 
 def _load_model(path: str, device: str):

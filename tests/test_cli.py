@@ -268,3 +268,21 @@ def test_cnf_is_scored_at_the_evaluation_tolerance_and_keeps_its_training_tolera
     block.solve = solve
     block.rtol = block.atol = CNF_EVAL_TOL
     torch.testing.assert_close(lp, flow.log_prob(x))
+
+
+def test_resume_continues_the_checkpoints_architecture(tmp_path, capsys):
+    # a run started with another kind than today's default resumes as it was started, without --kind
+    out = tmp_path / "run"
+    code, _, err = _run(capsys, "fit", "flow", "--data", "8gaussians", "--kind", "realnvp", "--steps", "4",
+                        "--out", str(out), "--no-progress", "--num-samples", "16")
+    assert code == 0, err
+    code, text, err = _run(capsys, "fit", "flow", "--data", "8gaussians", "--steps", "4", "--out", str(out),
+                           "--resume", "--no-progress", "--num-samples", "16")
+    assert code == 0, err
+    assert "flow (realnvp, 4 layers)" in text
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert state["config"]["kind"] == "realnvp"
+
+    code, _, err = _run(capsys, "fit", "flow", "--data", "8gaussians", "--kind", "spline", "--steps", "4",
+                        "--out", str(out), "--resume")
+    assert code == 2 and "started with --kind 'realnvp', not 'spline'" in err
