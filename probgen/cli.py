@@ -198,6 +198,25 @@ def _check_out_dir(flag: str, out: Path) -> None:
             return
 
 
+#: the files the command line writes into a run folder (each through a temporary ``.<name>.tmp-*`` file)
+_RUN_OUTPUTS = ("samples.png", "summary.json", "samples.pt")
+
+
+def _remove_stale_outputs(out: Path) -> None:
+    """Remove the temporary files a killed earlier run left in ``out`` (``.samples.png.tmp-*``, ...).
+
+    They are never read (readers open the final names only); the checkpoint's own leftovers are
+    removed by :func:`probgen.fit`. A folder is only reused with ``--resume`` or ``--force``, so no
+    other writer can own them.
+    """
+    for name in _RUN_OUTPUTS:
+        for path in out.glob(f".{name}.tmp-*"):
+            try:
+                path.unlink()
+            except OSError:
+                pass
+
+
 def _atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
@@ -270,6 +289,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     if args.force and ckpt.exists():
         ckpt.unlink()
     out.mkdir(parents=True, exist_ok=True)
+    _remove_stale_outputs(out)
     start = time.perf_counter()
     history = probgen.fit(
         model,

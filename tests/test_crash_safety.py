@@ -223,3 +223,19 @@ def test_stale_temp_files_are_removed_but_others_are_kept(tmp_path):
     fit(_Mean(), torch.randn(32, 2), steps=2, batch_size=16, seed=0, progress=False, checkpoint=target)
     assert not stale.exists() and unrelated.exists()
     assert read_checkpoint(target)["training"]["step"] == 2
+
+
+def test_fit_removes_temporary_outputs_a_killed_run_left(tmp_path, capsys):
+    # a kill while samples.png or summary.json was being written leaves its temporary file; the next
+    # run in the folder (--resume or --force) removes it and keeps everything else
+    out = tmp_path / "run"
+    out.mkdir()
+    left = [out / ".samples.png.tmp-k3x9.png", out / ".summary.json.tmp-4242"]
+    for path in left:
+        path.write_bytes(b"partial")
+    mine = out / "notes.txt"
+    mine.write_text("keep")
+    argv = ["fit", "flow", "--data", "8gaussians", "--steps", "2", "--out", str(out), "--no-progress",
+            "--num-samples", "16"]
+    assert cli.main(argv) == 0
+    assert _temp_files(out) == [] and mine.read_text() == "keep"

@@ -64,7 +64,8 @@ def save_figure(fig: Any, path: str | os.PathLike) -> str:
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     suffix = os.path.splitext(path)[1] or ".png"
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=folder)
+    # named after the target, so that a later run can recognise (and remove) what a killed writer left
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.tmp-", suffix=suffix, dir=folder)
     try:
         with os.fdopen(fd, "wb") as handle:
             fig.savefig(handle, format=suffix.lstrip("."), dpi=fig.dpi, bbox_inches="tight")

@@ -26,7 +26,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 def _assert_png(path):
     data = path.read_bytes()
     assert len(data) > 1000 and data.startswith(PNG_MAGIC)
-    leftovers = [p for p in os.listdir(path.parent) if p.startswith(".tmp-")]
+    leftovers = [p for p in os.listdir(path.parent) if ".tmp-" in p]
     assert leftovers == []  # the temporary file was moved into place
 
 
