@@ -31,8 +31,8 @@ from probgen.metrics.coverage import mode_coverage
 from probgen.metrics.frechet import FEATURE_MAPS, fid, frechet_distance, gaussian_frechet
 from probgen.metrics.kde import kde_log_likelihood, select_bandwidth
 from probgen.metrics.latent import clustering_scores, psnr, reconstruction_metrics, ssim
-from probgen.metrics.mmd import KERNELS, kid, median_bandwidth, mmd, mmd_test
-from probgen.metrics.precision_recall import knn_radii, precision_recall
+from probgen.metrics.two_sample import KERNELS, kid, median_bandwidth, mmd, mmd_test
+from probgen.metrics.manifold import knn_radii, precision_recall
 from probgen.metrics.sliced import sliced_wasserstein, wasserstein_1d
 
 __all__ = [

@@ -29,7 +29,7 @@ from torch import Tensor
 
 from probgen._checks import check_choice_or_callable, check_int, check_tensor
 from probgen.metrics.classifier import digits_features
-from probgen.metrics.mmd import _check_pair
+from probgen.metrics.two_sample import _check_pair
 
 __all__ = ["gaussian_frechet", "frechet_distance", "fid", "FEATURE_MAPS"]
 

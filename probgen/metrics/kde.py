@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from probgen._checks import check_int, check_positive, check_tensor
-from probgen.metrics.mmd import _sq_dists
+from probgen.metrics.two_sample import _sq_dists
 from probgen.ops.shapes import flatten_event
 
 __all__ = ["kde_log_likelihood", "select_bandwidth"]

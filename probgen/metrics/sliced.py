@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from probgen._checks import check_int, check_positive
-from probgen.metrics.mmd import _check_pair
+from probgen.metrics.two_sample import _check_pair
 
 __all__ = ["sliced_wasserstein", "wasserstein_1d"]
 

@@ -9,7 +9,7 @@ import torch
 
 import probgen.metrics as M
 
-pr_module = importlib.import_module("probgen.metrics.precision_recall")
+pr_module = importlib.import_module("probgen.metrics.manifold")
 
 
 def test_identical_sets_are_fully_covered_and_disjoint_sets_not_at_all():

@@ -35,7 +35,7 @@ _MEDIAN_MAX_POINTS = 1000  # the median heuristic looks at most at this many poo
 
 
 # ---------------------------------------------------------------------------------------------------
-# shared helpers (also used by kde.py and precision_recall.py)
+# shared helpers (also used by kde.py, manifold.py, sliced.py and frechet.py)
 
 
 def _check_features(name: str, x: object, *, min_samples: int = 1) -> Tensor:

@@ -9,8 +9,7 @@ import pytest
 import torch
 
 import probgen.metrics as M
-# the function probgen.metrics.mmd shadows the submodule of the same name as an attribute
-mmd_module = importlib.import_module("probgen.metrics.mmd")
+mmd_module = importlib.import_module("probgen.metrics.two_sample")
 
 KERNEL_KW = [
     ("gaussian", {}),

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from probgen._checks import check_int
-from probgen.metrics.mmd import _check_features, _check_pair, _sq_dists
+from probgen.metrics.two_sample import _check_features, _check_pair, _sq_dists
 
 __all__ = ["precision_recall", "knn_radii"]
 
