@@ -25,6 +25,8 @@ __all__ = [
     "check_probability",
     "check_tensor",
     "check_event_shape",
+    "check_events",
+    "check_bool",
     "check_time",
     "check_interval",
     "check_output_shape",
@@ -145,6 +147,34 @@ def check_tensor(
     if finite and x.is_floating_point() and not bool(torch.isfinite(x).all()):
         bad = int((~torch.isfinite(x)).sum())
         raise ValueError(f"{name} contains {bad} NaN or infinite values")
+    return x
+
+
+def check_bool(name: str, value: Any) -> bool:
+    """Return ``value`` if it is a bool (not 0/1, not a tensor)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__} {value!r}")
+    return value
+
+
+def check_events(
+    name: str,
+    x: Any,
+    event_shape: Sequence[int],
+    *,
+    dtype: torch.dtype | None = None,
+    finite: bool = True,
+) -> Tensor:
+    """The one check of a model's input batch: a float tensor of shape ``(B, *event_shape)``.
+
+    ``dtype``, when given, is the model's parameter dtype: a mismatch is refused with the two ways to fix it
+    rather than failing inside a matrix product. ``finite=False`` admits NaN/inf (energies that must see them).
+    """
+    check_tensor(name, x, min_ndim=1, finite=finite)
+    check_event_shape(name, x, event_shape)
+    if dtype is not None and x.dtype != dtype:
+        raise TypeError(f"{name} is {x.dtype} but the model is {dtype}; convert one of them "
+                        f"({name}.to({dtype}) or model.to({x.dtype}))")
     return x
 
 

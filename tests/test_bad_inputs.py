@@ -145,7 +145,7 @@ LIBRARY_CASES = [
     pytest.param(lambda: _flow().log_prob(torch.randn(5, 3)), ValueError,
                  r"x must have shape \(batch, 2\), got \(5, 3\)", id="flow-log-prob-event-shape"),
     pytest.param(lambda: _flow().log_prob(torch.randn(2)), ValueError,
-                 r"x must have 2 dimensions, got shape \(2,\)", id="flow-log-prob-missing-batch-dim"),
+                 r"x must have shape \(batch, 2\), got \(2,\)", id="flow-log-prob-missing-batch-dim"),
     pytest.param(lambda: _flow().log_prob(_with(float("nan"))), ValueError, r"x contains 1 NaN or infinite values",
                  id="flow-log-prob-nan"),
     pytest.param(lambda: _flow().log_prob(torch.ones(5, 2, dtype=torch.long)), TypeError,

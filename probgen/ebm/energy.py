@@ -30,12 +30,11 @@ from torch.distributions import constraints
 from probgen._checks import (
     check_choice,
     check_choice_or_callable,
-    check_event_shape,
+    check_events,
     check_int,
     check_nonnegative,
     check_positive,
     check_probability,
-    check_tensor,
 )
 from probgen.ebm.objectives import ReplayBuffer, contrastive_divergence_loss, fit_gaussian, nce_loss
 from probgen.nn.mlp import MLP
@@ -220,8 +219,7 @@ class EBM(nn.Module):
     # density
 
     def _check_x(self, x: Tensor, name: str = "x") -> Tensor:
-        check_tensor(name, x, min_ndim=2, finite=False)
-        return check_event_shape(name, x, self.event_shape)
+        return check_events(name, x, self.event_shape, finite=False)
 
     def _temperature(self, temperature: float | None) -> float:
         return self.temperature if temperature is None else check_positive("temperature", temperature)

@@ -38,11 +38,11 @@ from pyro.nn import AutoRegressiveNN, DenseNN
 from torch import Tensor, nn
 
 from probgen._checks import (
+    check_bool,
     check_choice,
-    check_event_shape,
+    check_events,
     check_int,
     check_positive,
-    check_tensor,
 )
 from probgen.flows.cnf import ODE_METHODS, CNFTransform
 from probgen.flows.splines import SplineAutoregressive, SplineCoupling
@@ -98,12 +98,6 @@ def _check_hidden(name: str, value: Any) -> tuple[int, ...]:
     if not isinstance(value, (tuple, list)) or not value:
         raise TypeError(f"{name} must be a non-empty sequence of positive integers, got {value!r}")
     return tuple(check_int(f"{name}[{i}]", v, minimum=1) for i, v in enumerate(value))
-
-
-def _check_bool(name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool, got {type(value).__name__} {value!r}")
-    return value
 
 
 def _vector_field(dim: int, o: dict[str, Any]) -> nn.Module:
@@ -215,7 +209,7 @@ class Flow(nn.Module):
     @staticmethod
     def _validate(kind: str, opts: dict[str, Any]) -> dict[str, Any]:
         out = dict(opts)
-        out["actnorm"] = _check_bool("actnorm", opts["actnorm"])
+        out["actnorm"] = check_bool("actnorm", opts["actnorm"])
         if "permute" in opts:
             p = opts["permute"]
             if isinstance(p, bool):
@@ -241,7 +235,7 @@ class Flow(nn.Module):
             out["method"] = check_choice("method", opts["method"], ODE_METHODS)
             out["rtol"] = check_positive("rtol", opts["rtol"])
             out["atol"] = check_positive("atol", opts["atol"])
-            out["adjoint"] = _check_bool("adjoint", opts["adjoint"])
+            out["adjoint"] = check_bool("adjoint", opts["adjoint"])
             out["num_probes"] = check_int("num_probes", opts["num_probes"], minimum=1)
             out["t1"] = check_positive("t1", opts["t1"])
         return out
@@ -323,9 +317,7 @@ class Flow(nn.Module):
 
     # ------------------------------------------------------------------ protocol
     def _check_x(self, x: Any) -> Tensor:
-        check_tensor("x", x, ndim=2)
-        check_event_shape("x", x, (self.dim,))
-        return x
+        return check_events("x", x, (self.dim,))
 
     def log_prob(self, x: Tensor) -> Tensor:
         """Exact log-density in nats, ``x: (B, D) -> (B,)``."""

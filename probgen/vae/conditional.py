@@ -49,7 +49,13 @@ from pyro.infer import TraceEnum_ELBO
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from probgen._checks import check_choice, check_event_shape, check_int, check_nonnegative, check_output_shape, check_tensor
+from probgen._checks import (
+    check_choice,
+    check_events,
+    check_int,
+    check_nonnegative,
+    check_output_shape,
+)
 from probgen.protocol import ModelDistribution
 from probgen.vae.nets import DEFAULT_HIDDEN, Classifier, Decoder, GaussianEncoder, _hidden, check_event_shape_tuple
 from probgen.vae.vae import (
@@ -150,13 +156,7 @@ class ConditionalVAE(nn.Module):
         return self.observation.likelihood
 
     def _check_x(self, x: Any) -> Tensor:
-        check_tensor("x", x, min_ndim=2)
-        check_event_shape("x", x, self.event_shape)
-        if x.dtype != self._anchor.dtype:
-            raise TypeError(
-                f"x is {x.dtype} but the model is {self._anchor.dtype}; convert one of them "
-                f"(x.to({self._anchor.dtype}) or model.to({x.dtype}))"
-            )
+        check_events("x", x, self.event_shape, dtype=self._anchor.dtype)
         return self.observation.check_data("x", x)
 
     def _check_y(self, y: Any, batch_size: int, *, allow_missing: bool = True) -> Tensor:

@@ -45,11 +45,10 @@ from torch import Tensor, nn
 
 from probgen._checks import (
     check_choice,
-    check_event_shape,
+    check_events,
     check_int,
     check_output_shape,
     check_positive,
-    check_tensor,
 )
 from probgen.protocol import ModelDistribution
 from probgen.vae.nets import DEFAULT_HIDDEN, Decoder, GaussianEncoder, _hidden, check_event_shape_tuple
@@ -410,13 +409,7 @@ class VAE(nn.Module):
         return self.observation.obs_scale
 
     def _check_x(self, x: Any, name: str = "x") -> Tensor:
-        check_tensor(name, x, min_ndim=2)
-        check_event_shape(name, x, self.event_shape)
-        if x.dtype != self._anchor.dtype:
-            raise TypeError(
-                f"{name} is {x.dtype} but the model is {self._anchor.dtype}; convert one of them "
-                f"(x.to({self._anchor.dtype}) or model.to({x.dtype}))"
-            )
+        check_events(name, x, self.event_shape, dtype=self._anchor.dtype)
         return self.observation.check_data(name, x)
 
     def _encode(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:

@@ -70,7 +70,7 @@ def test_data_validation() -> None:
     flow = _quick("realnvp")
     with pytest.raises(ValueError, match=r"x must have shape \(batch, 2\), got \(4, 3\)"):
         flow.log_prob(torch.zeros(4, 3))
-    with pytest.raises(ValueError, match=r"x must have 2 dimensions, got shape \(2,\)"):
+    with pytest.raises(ValueError, match=r"x must have shape \(batch, 2\), got \(2,\)"):
         flow.log_prob(torch.zeros(2))
     with pytest.raises(TypeError, match="x must be float32 or float64, got torch.int64"):
         flow.log_prob(torch.zeros(4, 2, dtype=torch.long))
