@@ -441,6 +441,7 @@ def run_chains(
     inverse_mass_matrix: Tensor | None = None,
     thin: int = 1,
     temperature: float = 1.0,
+    jitter: float | None = None,
     callback: Callable[[int, ChainState], Any] | None = None,
     generator: torch.Generator | None = None,
 ) -> ChainResult:
@@ -475,6 +476,13 @@ def run_chains(
         inverse_mass_matrix: initial diagonal preconditioner ``(*event)`` (default ones).
         thin: keep every ``thin``-th draw after warmup.
         temperature: ``T > 0`` divides the potential (tempering).
+        jitter: ``j ∈ [0, 1]``: each iteration, each chain's step size is multiplied by ``u ~ U(1 - j,
+            1 + j)`` (drawn afresh, independent of the state, so every transition stays reversible).
+            Default 1 for HMC, 0 otherwise. HMC with a fixed trajectory ``T = L h`` is periodic on
+            Gaussian directions: near ``T = π`` it maps ``x`` to about ``-x`` (antithetic draws, lag-1
+            autocorrelation of ``x`` near -1 and of ``x²`` near +1), so ESS and R-hat mislead; with
+            ``j = 1`` the trajectory is uniform on ``(0, 2T)`` and those autocorrelations are
+            ``sin(2T)/(2T)`` and about ½ (Neal 2011, §5.4.2.2; Stan's and NumPyro's step-size jitter).
         callback: called as ``callback(i, state)`` after every iteration ``i`` (warmup included, ``i <
             warmup_steps`` during warmup) with the current :class:`ChainState` (tempered potential).
         generator: optional ``torch.Generator`` (on ``init``'s device) for reproducible runs.
@@ -511,6 +519,9 @@ def run_chains(
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable or None, got {type(callback).__name__}")
     name = kernel if isinstance(kernel, str) else getattr(kernel, "__name__", "custom")
+    if jitter is None:
+        jitter = 1.0 if name == "hmc" else 0.0
+    jitter = check_probability("jitter", jitter)
     if adapt_step_size is None:
         adapt_step_size = name != "ula"
     elif adapt_step_size and name == "ula":
@@ -572,8 +583,14 @@ def run_chains(
     if adapt_step_size and warmup_steps > 0:
         adapter.restart_step_size()
 
+    def jittered(h: Tensor) -> Tensor:
+        if jitter == 0.0:
+            return h
+        return h * (1.0 + jitter * (2.0 * _rand(num_chains, h, generator) - 1.0))
+
     for i in range(warmup_steps):
-        res = step_fn(potential, state, adapter.step_size, adapter.inverse_mass_matrix, generator=generator)
+        res = step_fn(potential, state, jittered(adapter.step_size), adapter.inverse_mass_matrix,
+                      generator=generator)
         state = res.state
         adapter.step(i, state.x, res.accept_prob)
         if callback is not None:
@@ -585,7 +602,7 @@ def run_chains(
     diverging = torch.zeros((num_chains, num_samples), dtype=torch.bool, device=init.device)
     energies = torch.empty((num_chains, num_samples), **opts)
     for j in range(num_samples * thin):
-        res = step_fn(potential, state, h, inv_mass, generator=generator)
+        res = step_fn(potential, state, jittered(h), inv_mass, generator=generator)
         state = res.state
         k = j // thin
         accept[:, k] += res.accept_prob / thin
@@ -638,7 +655,9 @@ class BatchedModelPotential:
     .. math:: U(z) = -\sum_{\text{sites}} \log p(\cdot) - \sum_{\text{latent}} \log\lvert\det
               \partial T^{-1}(z) / \partial z\rvert,
 
-    the same potential that Pyro's ``initialize_model`` gives for one chain. The model must be
+    the same potential that Pyro's ``initialize_model`` gives for one chain. Distribution validation is
+    off inside (as in Pyro's ``MCMC``): a chain whose proposal leaves the support gets a non-finite
+    potential, which the transitions treat as a rejection, instead of an error for all chains. The model must be
     vectorisable (broadcast over a leftmost batch dimension, as for ``Predictive(parallel=True)``);
     discrete latent sites are not supported.
 
@@ -714,9 +733,12 @@ class BatchedModelPotential:
             pad = n_plates - self._batch_ndim[n]
             values[n] = x.reshape(num_chains, *([1] * pad), *shape)
         model = self._poutine.condition(self.model, data=values)
-        with self._poutine.block(), self._pyro.plate("_probgen_chains", num_chains, dim=-(n_plates + 1)):
-            trace = self._poutine.trace(model).get_trace(*self.model_args, **self.model_kwargs)
-        trace.compute_log_prob()
+        # validation off while sampling, as Pyro's MCMC does: a chain whose proposal leaves the support
+        # (a NaN or zero scale) gets a non-finite potential and is rejected; it must not raise for all
+        with self._pyro.validation_enabled(False):
+            with self._poutine.block(), self._pyro.plate("_probgen_chains", num_chains, dim=-(n_plates + 1)):
+                trace = self._poutine.trace(model).get_trace(*self.model_args, **self.model_kwargs)
+            trace.compute_log_prob()
         log_p = torch.zeros(num_chains, dtype=z.dtype, device=z.device)
         for site in trace.nodes.values():
             if site["type"] != "sample" or site["name"] == "_probgen_chains":
