@@ -14,7 +14,7 @@ works on the flat vector ``z ∈ R^D`` of the sorted site names and targets ``π
 
 ``A`` is a diagonal preconditioner (the inverse mass matrix; the identity unless
 ``adapt_mass_matrix=True`` estimates the posterior variances during warmup, as Pyro's HMC does). The
-transitions are the ``C = 1`` case of the batched ones in :mod:`probgen.infer.batched`; warmup
+transitions are the ``C = 1`` case of the batched ones in :mod:`probgen.infer.transitions`; warmup
 adaptation (dual averaging, Stan's windows) is :mod:`probgen.infer.adaptation`.
 
 References:
@@ -37,7 +37,7 @@ from torch import Tensor
 
 from probgen._checks import check_positive, check_probability
 from probgen.infer.adaptation import WarmupAdapter
-from probgen.infer.batched import (
+from probgen.infer.transitions import (
     ChainState,
     StepResult,
     find_reasonable_step_size,
