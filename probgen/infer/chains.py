@@ -3,8 +3,9 @@ r"""The batched chain driver: :func:`run_chains` runs ``C`` chains of a batched 
 Each iteration makes one transition of every chain (:mod:`probgen.infer.transitions`). Step sizes:
 each chain has its own, tuned during warmup by dual averaging on its own acceptance probabilities
 (:mod:`probgen.infer.adaptation`); the diagonal preconditioner is shared, estimated from the draws of
-all chains pooled, in Stan's warmup windows. For HMC each chain's step size is jittered per iteration
-(``jitter``), which keeps fixed-length trajectories from being periodic on Gaussian directions.
+all chains pooled, in Stan's warmup windows. For HMC each chain draws its number of leapfrog steps
+afresh every iteration (``jitter``), which keeps fixed-length trajectories from being periodic on
+Gaussian directions.
 
 This is one of the two MCMC drivers of probgen: Pyro's :class:`pyro.infer.MCMC` runs one chain per
 process with the kernels :class:`probgen.infer.MALA` / :class:`probgen.infer.ULA` (or Pyro's own
@@ -13,6 +14,7 @@ HMC/NUTS); :func:`run_chains` runs thousands of chains in one tensor. ``probgen 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -186,13 +188,16 @@ def run_chains(
         inverse_mass_matrix: initial diagonal preconditioner ``(*event)`` (default ones).
         thin: keep every ``thin``-th draw after warmup.
         temperature: ``T > 0`` divides the potential (tempering).
-        jitter: ``j ∈ [0, 1]``: each iteration, each chain's step size is multiplied by ``u ~ U(1 - j,
-            1 + j)`` (drawn afresh, independent of the state, so every transition stays reversible).
-            Default 1 for HMC, 0 otherwise. HMC with a fixed trajectory ``T = L h`` is periodic on
-            Gaussian directions: near ``T = π`` it maps ``x`` to about ``-x`` (antithetic draws, lag-1
-            autocorrelation of ``x`` near -1 and of ``x²`` near +1), so ESS and R-hat mislead; with
-            ``j = 1`` the trajectory is uniform on ``(0, 2T)`` and those autocorrelations are
-            ``sin(2T)/(2T)`` and about ½ (Neal 2011, §5.4.2.2; Stan's and NumPyro's step-size jitter).
+        jitter: ``j ∈ [0, 1]``, randomises each chain's trajectory afresh every iteration (independently
+            of the state, so each transition stays reversible). HMC: the number of leapfrog steps is
+            drawn uniformly from ``{⌈(1 - j) L⌉, ..., L}`` (``L = num_leapfrog``; chains that stop
+            early wait for the others, so the cost per iteration stays ``L`` gradients); other kernels:
+            the step size is multiplied by ``u ~ U(1 - j, 1]``. Default 1 for HMC (trajectory uniform
+            on ``{h, ..., Lh}``), 0 otherwise. HMC with a fixed trajectory ``T = Lh`` is periodic on
+            Gaussian directions: near ``T = π`` it maps ``x`` to about ``-x`` (antithetic draws: lag-1
+            autocorrelation of ``x`` near -1, of ``x²`` near +1), and ESS and R-hat mislead; with
+            ``j = 1`` those autocorrelations are about ``sin(T)/T`` and ``½ + sin(2T)/(4T)`` (Neal 2011,
+            §5.4.2.2 and Mackenzie 1989 randomise the trajectory; Stan's ``stepsize_jitter``).
         callback: called as ``callback(i, state)`` after every iteration ``i`` (warmup included, ``i <
             warmup_steps`` during warmup) with the current :class:`ChainState` (tempered potential).
         generator: optional ``torch.Generator`` (on ``init``'s device) for reproducible runs (for
@@ -306,14 +311,20 @@ def run_chains(
     if adapt_step_size and warmup_steps > 0:
         adapter.restart_step_size()
 
-    def jittered(h: Tensor) -> Tensor:
+    lo, hi = max(1, math.ceil((1.0 - jitter) * num_leapfrog - 1e-9)), num_leapfrog
+
+    def transition(h: Tensor, inv_mass: Tensor) -> StepResult:
         if jitter == 0.0:
-            return h
-        return h * (1.0 + jitter * (2.0 * _rand(num_chains, h, generator) - 1.0))
+            return step_fn(potential, state, h, inv_mass, generator=generator)
+        if name == "hmc":  # trajectory-length jitter: each chain draws its number of leapfrog steps
+            u = _rand(num_chains, h, generator)
+            steps = (lo + torch.floor(u * (hi - lo + 1))).long().clamp(max=hi)
+            return hmc_step(potential, state, h, inv_mass, num_leapfrog=steps, generator=generator)
+        return step_fn(potential, state, h * (1.0 - jitter * _rand(num_chains, h, generator)), inv_mass,
+                       generator=generator)
 
     for i in range(warmup_steps):
-        res = step_fn(potential, state, jittered(adapter.step_size), adapter.inverse_mass_matrix,
-                      generator=generator)
+        res = transition(adapter.step_size, adapter.inverse_mass_matrix)
         state = res.state
         adapter.step(i, state.x, res.accept_prob)
         if callback is not None:
@@ -325,7 +336,7 @@ def run_chains(
     diverging = torch.zeros((num_chains, num_samples), dtype=torch.bool, device=init.device)
     energies = torch.empty((num_chains, num_samples), **opts)
     for j in range(num_samples * thin):
-        res = step_fn(potential, state, jittered(h), inv_mass, generator=generator)
+        res = transition(h, inv_mass)
         state = res.state
         k = j // thin
         accept[:, k] += res.accept_prob / thin

@@ -249,7 +249,7 @@ def hmc_step(
     step_size: Tensor,
     inverse_mass_matrix: Tensor,
     *,
-    num_leapfrog: int = 10,
+    num_leapfrog: int | Tensor = 10,
     generator: torch.Generator | None = None,
 ) -> StepResult:
     """One Hamiltonian Monte Carlo transition (``num_leapfrog`` leapfrog steps) for every chain.
@@ -262,7 +262,8 @@ def hmc_step(
         state: current :class:`ChainState`.
         step_size: ``h: (C,)``.
         inverse_mass_matrix: diagonal ``A``, broadcastable to ``(C, *event)``.
-        num_leapfrog: number of leapfrog steps ``L``.
+        num_leapfrog: number of leapfrog steps ``L``, or a ``(C,)`` integer tensor of per-chain counts
+            (each chain stops at its own; the others' extra steps do not move it).
         generator: optional ``torch.Generator``.
 
     Reference: Neal (2011), "MCMC using Hamiltonian dynamics", arXiv:1206.1901.
@@ -279,11 +280,21 @@ def hmc_step(
     energy = state.potential + 0.5 * batch_sum(inverse_mass_matrix * p**2)
     x, u, g = state.x, state.potential, state.grad
     p = p - 0.5 * h * g
-    for i in range(num_leapfrog):
-        x = x + h * inverse_mass_matrix * p
-        u, g = potential_and_grad(potential_fn, x)
-        if i < num_leapfrog - 1:
-            p = p - h * g
+    if isinstance(num_leapfrog, Tensor):  # per-chain trajectory lengths: chains past theirs stay put
+        steps = num_leapfrog.to(device=x.device)
+        for i in range(int(steps.max())):
+            x_new = x + h * inverse_mass_matrix * p
+            u_new, g_new = potential_and_grad(potential_fn, x_new)
+            active = i < steps
+            a = append_dims(active, ndim)
+            x, u, g = torch.where(a, x_new, x), torch.where(active, u_new, u), torch.where(a, g_new, g)
+            p = torch.where(append_dims(i < steps - 1, ndim), p - h * g, p)
+    else:
+        for i in range(num_leapfrog):
+            x = x + h * inverse_mass_matrix * p
+            u, g = potential_and_grad(potential_fn, x)
+            if i < num_leapfrog - 1:
+                p = p - h * g
     p = p - 0.5 * h * g
     energy_new = u + 0.5 * batch_sum(inverse_mass_matrix * p**2)
     return _metropolis(energy - energy_new, ChainState(x, u, g), state, generator)

@@ -73,9 +73,7 @@ def test_batched_recovers_gaussian_mean_and_covariance(kernel):
     assert res.step_size.shape == (1000,)
     ess = _check_gaussian_moments(res.samples, mean, cov)
     assert float(ess.min()) > 5_000  # of 150,000 draws
-    # HMC's default step-size jitter (u ~ U(0, 2)) sometimes takes a step beyond the leapfrog's
-    # stability limit; that transition is rejected and flagged (0.2 % here)
-    assert int(res.diverging.sum()) <= (0 if kernel == "mala" else 0.005 * res.diverging.numel())
+    assert int(res.diverging.sum()) == 0
     target = 0.574 if kernel == "mala" else 0.8
     # dual averaging aims at the target, but the averaged step kept after warmup is a little smaller
     # (as in Stan, the realised acceptance ends above the target): allow +-0.2

@@ -135,9 +135,9 @@ def _lag1(x: torch.Tensor) -> float:
 
 def test_batched_hmc_jitter_breaks_antithetic_draws():
     """On N(0, 1) with a trajectory of exactly pi (step 0.1 pi, 10 leapfrog steps) fixed HMC maps x to
-    about -x (lag-1 autocorrelation of x near -1, of x^2 near +1); with the default per-iteration
-    jitter of the step size (u ~ U(0, 2)) the trajectory length is spread over (0, 2 pi), so E[cos T]
-    ~ 0 and E[cos^2 T] ~ 1/2: autocorrelations about 0 and 0.5 (SE ~ 0.01 with 400 x 200 draws)."""
+    about -x (lag-1 autocorrelation of x near -1, of x^2 near +1). With the default jitter each chain
+    draws its number of steps k from {1..10} every iteration, T = k pi / 10, so the autocorrelations are
+    mean cos(T) = -0.1 and mean cos^2(T) = 0.55 for exact dynamics (SE ~ 0.01 with 400 x 200 draws)."""
     U = lambda x: 0.5 * (x**2).sum(-1)  # noqa: E731
     init = torch.randn(400, 1, dtype=F64, generator=torch.Generator().manual_seed(1))
     kw = dict(kernel="hmc", num_samples=200, warmup_steps=0, step_size=0.1 * math.pi, num_leapfrog=10,
@@ -146,6 +146,21 @@ def test_batched_hmc_jitter_breaks_antithetic_draws():
     assert _lag1(fixed) < -0.9 and _lag1(fixed**2) > 0.9
     res = run_chains(U, init, generator=torch.Generator().manual_seed(2), **kw)
     x = res.samples[..., 0]
-    assert abs(_lag1(x)) < 0.1
-    assert _lag1(x**2) < 0.6
+    assert abs(_lag1(x)) < 0.2  # leapfrog's discretisation moves both a little from the continuous values
+    assert 0.35 < _lag1(x**2) < 0.62
     assert abs(float(x.var()) - 1.0) < 0.05
+    assert int(res.diverging.sum()) == 0  # steps are never longer than h: no instability
+
+
+def test_hmc_step_with_per_chain_leapfrog_counts_equals_separate_runs():
+    """hmc_step with num_leapfrog = (C,) counts: each chain ends where a run with its own count ends."""
+    from probgen.infer.transitions import hmc_step, init_state
+
+    U = lambda x: 0.5 * (x**2 * torch.arange(1.0, 4.0, dtype=F64)).sum(-1)  # noqa: E731
+    x0 = torch.randn(3, 3, dtype=F64, generator=torch.Generator().manual_seed(0))
+    s = init_state(U, x0)
+    h, A = torch.full((3,), 0.2, dtype=F64), torch.ones(3, dtype=F64)
+    both = hmc_step(U, s, h, A, num_leapfrog=torch.tensor([1, 4, 7]), generator=torch.Generator().manual_seed(5))
+    for c, n in enumerate([1, 4, 7]):
+        one = hmc_step(U, s, h, A, num_leapfrog=n, generator=torch.Generator().manual_seed(5))
+        torch.testing.assert_close(both.energy_error[c], one.energy_error[c])
