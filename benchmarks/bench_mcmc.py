@@ -11,8 +11,8 @@ Targets, the same for every sampler, same machine, same process, one after the o
 For each sampler we report the total wall time *including warmup* (and, for NumPyro, JIT
 compilation), the ArviZ bulk ESS (minimum over the coordinates of ``x`` *and* of ``x²``, computed by
 probgen.diagnostics: antithetic chains have a large ESS for ``x`` and a small one for ``x²``, so ``x``
-alone would flatter them) and their ratio, ESS per second. Pyro's NUTS runs one chain (``pyro.infer.MCMC`` runs one chain per
-process; a fair per-core comparison), probgen runs ``C`` chains in one tensor in the same single
+alone would flatter them) and their ratio, ESS per second. Pyro's NUTS runs one chain
+(``pyro.infer.MCMC`` runs one chain per process; a fair per-core comparison), probgen runs ``C`` chains in one tensor in the same single
 process, NumPyro's NUTS runs vectorized chains (``chain_method="vectorized"``) in float64 when
 numpyro and jax are installed.
 
