@@ -529,7 +529,8 @@ def _cmd_mcmc(args: argparse.Namespace) -> int:
 
     from probgen import diagnostics
     from probgen._checks import check_choice
-    from probgen.infer import potentials, run_chains
+    from probgen.infer import run_chains
+    from probgen.infer import targets as potentials
 
     device = _check_device(args.device)
     kernel = check_choice("--kernel", args.kernel, _MCMC_KERNELS)
@@ -560,18 +561,17 @@ def _cmd_mcmc(args: argparse.Namespace) -> int:
     print(f"sampling {label} (D = {target.dim}) with {kernel}: {chains} chains, {warmup} warmup + {args.samples} draws",
           flush=True)
     start = time.perf_counter()
-    if kernel == "nuts":
-        samples, stats = _nuts_chains(target, init, args.samples, warmup)
-    else:
-        res = run_chains(target, init, kernel=kernel, num_samples=args.samples, warmup_steps=warmup,
-                         step_size=args.step_size, generator=gen)
-        samples = res.samples
-        stats = {"diverging": res.diverging, "acceptance_rate": res.accept_prob}
+    res = run_chains(target, init, kernel=kernel, num_samples=args.samples, warmup_steps=warmup,
+                     step_size=args.step_size, generator=gen, progress_bar=kernel == "nuts")
+    samples = res.samples
+    stats = {"diverging": res.diverging, "acceptance_rate": res.accept_prob}
     seconds = time.perf_counter() - start
     idata = diagnostics.to_inference_data({"x": samples.detach().cpu()}, sample_stats=stats)
-    table = diagnostics.summary(idata)
-    ess = diagnostics.ess(samples.detach().cpu())
-    min_ess = float(torch.as_tensor(ess).min())
+    table = diagnostics.summary(idata, warn=False)
+    warning = diagnostics.convergence_warning(idata, table=table)
+    # ESS/s from the worst of x and x² (x alone hides antithetic chains, whose x² mixes slowly)
+    ess = diagnostics.ess({"x": samples.detach().cpu(), "x2": samples.detach().cpu() ** 2})
+    min_ess = min(float(torch.as_tensor(v).min()) for v in ess.values())
     if target.mean is not None:
         table["true_mean"] = target.mean.numpy()
         table["true_sd"] = target.cov.diagonal().sqrt().numpy()
@@ -581,8 +581,10 @@ def _cmd_mcmc(args: argparse.Namespace) -> int:
         print(table.round(3).to_string(max_rows=12))
     n_div = int(stats["diverging"].sum())
     acc = float(stats["acceptance_rate"].double().mean()) if "acceptance_rate" in stats else float("nan")
-    print(f"{seconds:.1f} s; min bulk ESS {min_ess:,.0f} ({min_ess / seconds:,.0f}/s); acceptance {acc:.3f}; "
-          f"divergences {n_div}")
+    print(f"{seconds:.1f} s; min bulk ESS of x and x² {min_ess:,.0f} ({min_ess / seconds:,.0f}/s); "
+          f"acceptance {acc:.3f}; divergences {n_div}")
+    if warning is not None:
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
     out.mkdir(parents=True, exist_ok=True)
     _atomic_write_text(out / "summary.csv", table.to_csv())
     # the trace plot shows what a person can read: 4 chains, the first 4 coordinates, one row each
@@ -595,27 +597,6 @@ def _cmd_mcmc(args: argparse.Namespace) -> int:
     os.replace(tmp, out / "samples.pt")
     print(f"wrote {out / 'summary.csv'}, {out / 'trace.png'}, {out / 'samples.pt'}")
     return 0
-
-
-def _nuts_chains(target, init, num_samples: int, warmup: int):
-    """Pyro NUTS, one chain after another (a potential closure need not be picklable this way)."""
-    import torch
-    from pyro.infer import MCMC, NUTS
-
-    draws, diverging, accept = [], [], []
-    for c in range(init.shape[0]):
-        kernel = NUTS(potential_fn=lambda p: target(p["x"][None])[0])
-        mcmc = MCMC(kernel, num_samples=num_samples, warmup_steps=warmup, initial_params={"x": init[c]},
-                    disable_progbar=False)
-        mcmc.run()
-        draws.append(mcmc.get_samples()["x"])
-        diag = mcmc.diagnostics()
-        div = torch.zeros(num_samples, dtype=torch.bool)
-        idx = diag.get("divergences", {}).get("chain 0", [])
-        div[torch.as_tensor(idx, dtype=torch.long)] = True
-        diverging.append(div)
-        accept.append(torch.full((num_samples,), float(diag.get("acceptance rate", {}).get("chain 0", float("nan")))))
-    return torch.stack(draws), {"diverging": torch.stack(diverging), "acceptance_rate": torch.stack(accept)}
 
 
 def _cmd_data(args: argparse.Namespace) -> int:

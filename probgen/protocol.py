@@ -95,6 +95,23 @@ class ModelDistribution(TorchDistribution):
         event_shape: the shape of one draw.
         log_prob_fn: overrides ``model.log_prob`` (e.g. an unnormalized ``-E(x)`` for an EBM).
         sample_opts: keyword options forwarded to ``model.sample``.
+        support: the constraint one coordinate satisfies (default ``constraints.real``; MADE passes
+            ``constraints.boolean``); the distribution's support is it made independent over the
+            event dims, so Pyro's HMC/NUTS refuse a binary model with their "discrete sample site" error
+            instead of moving it in ``R^D``.
+
+    Shapes follow ``torch.distributions``: ``expand(batch_shape)`` (what ``pyro.plate`` asks for) gives
+    independent copies, and ``log_prob(value)`` broadcasts ``value``'s batch dims against
+    ``batch_shape``, as ``Normal(...).to_event(1).expand([3]).log_prob(one_event)`` has shape ``(3,)``.
+
+    Example:
+        >>> import math
+        >>> class Std:  # a stand-in model: N(0, I) in R^2
+        ...     def sample(self, n): return torch.randn(n, 2)
+        ...     def log_prob(self, x): return -0.5 * (x**2).sum(-1) - math.log(2 * math.pi)
+        >>> d = ModelDistribution(Std(), (2,)).expand([3])
+        >>> d.log_prob(torch.zeros(2)).shape, d.sample((5,)).shape
+        (torch.Size([3]), torch.Size([5, 3, 2]))
     """
 
     arg_constraints: dict = {}
@@ -102,13 +119,14 @@ class ModelDistribution(TorchDistribution):
 
     @property
     def support(self):
-        return constraints.independent(constraints.real, len(self.event_shape))
+        return constraints.independent(self._base_support, len(self.event_shape))
 
     def __init__(self, model: Any, event_shape: tuple[int, ...], *, log_prob_fn=None, sample_opts=None,
-                 validate_args=None):
+                 support=None, validate_args=None):
         self.model = model
         self._log_prob_fn = log_prob_fn
         self._sample_opts = dict(sample_opts or {})
+        self._base_support = constraints.real if support is None else support
         super().__init__(batch_shape=torch.Size(), event_shape=torch.Size(event_shape), validate_args=False)
 
     def expand(self, batch_shape, _instance=None):
@@ -117,6 +135,7 @@ class ModelDistribution(TorchDistribution):
         new.model = self.model
         new._log_prob_fn = self._log_prob_fn
         new._sample_opts = self._sample_opts
+        new._base_support = self._base_support
         super(ModelDistribution, new).__init__(torch.Size(batch_shape), self.event_shape, validate_args=False)
         return new
 
@@ -138,4 +157,6 @@ class ModelDistribution(TorchDistribution):
         event_dim = len(self.event_shape)
         batch_shape = value.shape[: value.dim() - event_dim]
         flat = value.reshape(-1, *self.event_shape)
-        return fn(flat).reshape(batch_shape)
+        out = fn(flat).reshape(batch_shape)
+        shape = torch.broadcast_shapes(batch_shape, self.batch_shape)
+        return out if out.shape == shape else out.expand(shape)

@@ -4,7 +4,15 @@
 only one importing matplotlib; both import them lazily, so ``import probgen`` loads neither.
 """
 
-from probgen.diagnostics.arviz import ess, plot_trace, rhat, summary, to_inference_data
+from probgen.diagnostics.arviz import (
+    ConvergenceWarning,
+    convergence_warning,
+    ess,
+    plot_trace,
+    rhat,
+    summary,
+    to_inference_data,
+)
 from probgen.diagnostics.plots import (
     compare_panels,
     density_heatmap,
@@ -22,6 +30,8 @@ __all__ = [
     "rhat",
     "ess",
     "plot_trace",
+    "convergence_warning",
+    "ConvergenceWarning",
     "scatter_2d",
     "density_heatmap",
     "image_grid",

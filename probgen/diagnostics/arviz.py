@@ -45,13 +45,28 @@ __all__ = [
     "rhat",
     "ess",
     "plot_trace",
+    "convergence_warning",
+    "ConvergenceWarning",
     "arviz_major_version",
     "RHAT_METHODS",
     "ESS_METHODS",
+    "RHAT_THRESHOLD",
+    "MIN_ESS_PER_CHAIN",
 ]
 
 RHAT_METHODS = ("rank", "split", "folded", "z_scale", "identity")
 ESS_METHODS = ("bulk", "tail", "mean", "sd", "median", "mad", "local", "quantile", "identity")
+#: methods of :func:`ess` that take ``prob`` (``"local"`` and ``"quantile"`` need it)
+_ESS_PROB_METHODS = ("tail", "quantile", "local")
+
+#: R-hat above this flags chains that have not mixed (Vehtari et al. 2021)
+RHAT_THRESHOLD = 1.01
+#: bulk ESS below this many per chain is too few for reliable R-hat and MCSE (Vehtari et al. 2021)
+MIN_ESS_PER_CHAIN = 100
+
+
+class ConvergenceWarning(UserWarning):
+    """Issued by :func:`summary` when R-hat, bulk ESS or divergences say the draws are not reliable."""
 
 
 def _az() -> Any:
@@ -200,11 +215,17 @@ def to_inference_data(
     return idata
 
 
-def summary(samples_or_idata: Any, **kwargs: Any) -> Any:
+def summary(samples_or_idata: Any, *, warn: bool = True, **kwargs: Any) -> Any:
     """ArviZ summary table: mean, sd, credible interval, MCSE, bulk/tail ESS and R-hat per scalar.
+
+    When ``warn`` is true and the table shows R-hat > 1.01, bulk ESS < 100 per chain, or the draws
+    carry divergent transitions, a :class:`ConvergenceWarning` is issued with the one line of
+    :func:`convergence_warning`.
 
     Args:
         samples_or_idata: anything :func:`to_inference_data` accepts.
+        warn: issue the :class:`ConvergenceWarning` (``False``: call :func:`convergence_warning`
+            yourself).
         **kwargs: forwarded to ``arviz.summary`` (``var_names``, ``kind``, ``round_to``, ...).
 
     Returns:
@@ -223,7 +244,88 @@ def summary(samples_or_idata: Any, **kwargs: Any) -> Any:
         kwargs.setdefault("round_to", "none")  # arviz-stats rounds to 2 digits by default
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # e.g. R-hat of a constant draw
-        return az.summary(idata, **kwargs)
+        table = az.summary(idata, **kwargs)
+    if warn:
+        message = convergence_warning(idata, table=table)
+        if message is not None:
+            warnings.warn(message, ConvergenceWarning, stacklevel=2)
+    return table
+
+
+def _num_chains(idata: Any) -> int:
+    return int(idata["posterior"].sizes["chain"])
+
+
+def _divergences(idata: Any) -> int | None:
+    try:
+        stats = idata["sample_stats"]
+    except (KeyError, AttributeError):
+        return None
+    if "diverging" not in getattr(stats, "data_vars", stats):
+        return None
+    return int(np.asarray(stats["diverging"].values).sum())
+
+
+def _worst(table: Any, column: str, largest: bool) -> tuple[float, str] | None:
+    if table is None or column not in getattr(table, "columns", ()):
+        return None
+    values = np.asarray(table[column].values, dtype=np.float64)
+    if values.size == 0 or not np.isfinite(values).any():
+        return None
+    i = int(np.nanargmax(values) if largest else np.nanargmin(values))
+    return float(values[i]), str(table.index[i])
+
+
+def convergence_warning(
+    samples_or_idata: Any,
+    *,
+    table: Any = None,
+    rhat_threshold: float = RHAT_THRESHOLD,
+    min_ess_per_chain: float = MIN_ESS_PER_CHAIN,
+) -> str | None:
+    """One line saying why the draws are not reliable, or ``None`` when they pass the checks.
+
+    The checks of Vehtari et al. (2021) and Stan: rank-normalized R-hat above ``rhat_threshold``
+    (1.01), bulk ESS below ``min_ess_per_chain`` (100) times the number of chains, and any divergent
+    transition (``sample_stats["diverging"]``), for the worst scalar of each.
+
+    Args:
+        samples_or_idata: anything :func:`to_inference_data` accepts.
+        table: a :func:`summary` table of the same draws (computed, diagnostics only, if ``None``).
+        rhat_threshold: largest acceptable R-hat.
+        min_ess_per_chain: smallest acceptable bulk ESS per chain.
+
+    Returns:
+        e.g. ``"not converged: R-hat 1.86 > 1.01 (x[0]); bulk ESS 12 < 400 (100 per chain x 4
+        chains) (x[0]); 5757 divergent transitions"``, or ``None``.
+
+    Example:
+        >>> g = torch.Generator().manual_seed(0)
+        >>> convergence_warning(torch.randn(4, 500, generator=g)) is None
+        True
+        >>> stuck = torch.randn(4, 500, generator=g) + torch.arange(4.0)[:, None]  # chains apart
+        >>> convergence_warning(stuck).startswith("not converged: R-hat")
+        True
+    """
+    idata = to_inference_data(samples_or_idata)
+    if table is None:
+        table = summary(idata, kind="diagnostics", warn=False)
+    num_chains = _num_chains(idata)
+    problems = []
+    worst_rhat = _worst(table, "r_hat", largest=True)
+    if worst_rhat is not None and worst_rhat[0] > rhat_threshold:
+        problems.append(f"R-hat {worst_rhat[0]:.3g} > {rhat_threshold:g} ({worst_rhat[1]})")
+    worst_ess = _worst(table, "ess_bulk", largest=False)
+    need = min_ess_per_chain * num_chains
+    if worst_ess is not None and worst_ess[0] < need:
+        problems.append(f"bulk ESS {worst_ess[0]:.0f} < {need:.0f} ({min_ess_per_chain:g} per chain x "
+                        f"{num_chains} chains) ({worst_ess[1]})")
+    divergences = _divergences(idata)
+    if divergences:
+        problems.append(f"{divergences} divergent transitions")
+    if not problems:
+        return None
+    return "not converged: " + "; ".join(problems) + " (do not trust these estimates)"
 
 
 def _as_dataset(result: Any) -> Any:
@@ -283,6 +385,7 @@ def ess(
     var_names: Sequence[str] | None = None,
     method: str = "bulk",
     relative: bool = False,
+    prob: float | tuple[float, float] | None = None,
 ) -> Tensor | dict[str, Tensor]:
     """Effective sample size per scalar component (Vehtari et al. 2021), computed by ArviZ.
 
@@ -299,6 +402,10 @@ def ess(
         method: ``"bulk"``, ``"tail"``, ``"mean"``, ``"sd"``, ``"median"``, ``"mad"``, ``"local"``,
             ``"quantile"`` or ``"identity"``.
         relative: divide by the number of draws ``M N``.
+        prob: for ``"quantile"`` (required) the quantile ``p ∈ (0, 1)`` whose estimate's ESS is wanted;
+            for ``"local"`` (required) the interval ``(lo, hi)``, ``0 ≤ lo < hi ≤ 1``, whose
+            probability ``P(lo-quantile < θ ≤ hi-quantile)`` is estimated; for ``"tail"`` optional
+            (default ``(0.05, 0.95)``'s minimum). Other methods take none.
 
     Returns:
         Like :func:`rhat`.
@@ -307,9 +414,31 @@ def ess(
         >>> e = ess(torch.randn(2, 500))
         >>> 500 < float(e) < 1500
         True
+        >>> float(ess(torch.randn(2, 500), method="quantile", prob=0.9)) > 100
+        True
     """
     check_choice("method", method, ESS_METHODS)
-    return _diagnostic("ess", samples_or_idata, var_names, method=method, relative=bool(relative))
+    kw: dict[str, Any] = {"method": method, "relative": bool(relative)}
+    if prob is not None or method in ("quantile", "local"):
+        kw["prob"] = _check_ess_prob(method, prob)
+    return _diagnostic("ess", samples_or_idata, var_names, **kw)
+
+
+def _check_ess_prob(method: str, prob: Any) -> float | tuple[float, float]:
+    if method not in _ESS_PROB_METHODS:
+        raise ValueError(f"prob is only used by ess methods {_ESS_PROB_METHODS}, got method={method!r} "
+                         f"with prob={prob!r}")
+    if method == "local" or (method == "tail" and isinstance(prob, (tuple, list))):
+        ok = (isinstance(prob, (tuple, list)) and len(prob) == 2
+              and all(isinstance(p, (int, float)) and not isinstance(p, bool) for p in prob)
+              and 0.0 <= prob[0] < prob[1] <= 1.0)
+        if not ok:
+            raise ValueError(f"ess method={method!r} needs prob=(lo, hi) with 0 <= lo < hi <= 1, got {prob!r}")
+        return (float(prob[0]), float(prob[1]))
+    ok = isinstance(prob, (int, float)) and not isinstance(prob, bool) and 0.0 < prob < 1.0
+    if not ok:
+        raise ValueError(f"ess method={method!r} needs prob, a quantile in (0, 1), got {prob!r}")
+    return float(prob)
 
 
 def plot_trace(
@@ -320,6 +449,10 @@ def plot_trace(
     **kwargs: Any,
 ) -> Any:
     """ArviZ's trace plot (density and trace per variable, divergences marked); returns the Figure.
+
+    Under ArviZ 0.x this is ``arviz.plot_trace`` (an array of Axes); under ArviZ 1.x it is
+    ``arviz_plots.plot_trace_dist`` with the matplotlib backend (a ``PlotCollection``). Either way the
+    matplotlib ``Figure`` is returned and ``path`` writes it.
 
     Args:
         samples_or_idata: anything :func:`to_inference_data` accepts.
@@ -339,9 +472,14 @@ def plot_trace(
     az = _az()
     if var_names is not None:
         kwargs["var_names"] = list(var_names)
+    if arviz_major_version() >= 1:  # arviz-plots: plot_trace draws the traces only, _dist adds densities
+        kwargs.setdefault("backend", "matplotlib")
+        plot = getattr(az, "plot_trace_dist", None) or az.plot_trace
+    else:
+        plot = az.plot_trace
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # ArviZ 0.2x vs. matplotlib >= 3.11 kwargs
-        result = az.plot_trace(idata, **kwargs)
+        result = plot(idata, **kwargs)
     fig = _figure_of(result)
     if hasattr(fig, "set_layout_engine"):  # keep titles clear of the tick labels above them
         fig.set_layout_engine("constrained")
@@ -351,12 +489,23 @@ def plot_trace(
 
 
 def _figure_of(result: Any) -> Any:
-    if hasattr(result, "savefig"):
+    """The matplotlib Figure behind what an ArviZ plot returned (0.x: Axes or an array of them; 1.x: a
+    ``PlotCollection``, which has a ``savefig`` method of its own but is not a Figure)."""
+    from matplotlib.figure import Figure
+
+    if isinstance(result, Figure):
         return result
+    if hasattr(result, "viz"):  # arviz-plots PlotCollection (1.x): the figure is viz["figure"]
+        viz = result.viz
+        for key in ("figure", "chart"):  # "chart" in arviz-plots < 0.5
+            try:
+                fig = viz[key].item()
+            except (KeyError, AttributeError):
+                continue
+            if isinstance(fig, Figure):
+                return fig
     if isinstance(result, np.ndarray):
         return result.ravel()[0].get_figure()
     if hasattr(result, "get_figure"):
         return result.get_figure()
-    if hasattr(result, "viz"):  # arviz-plots PlotCollection (1.x)
-        return result.viz["chart"].item()
-    raise TypeError(f"cannot find the figure of {type(result).__name__}")
+    raise TypeError(f"cannot find the matplotlib figure of {type(result).__name__}")

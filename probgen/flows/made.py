@@ -21,6 +21,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.distributions import constraints
 
 from probgen._checks import check_event_shape, check_int, check_tensor
 from probgen.protocol import ModelDistribution
@@ -201,8 +202,11 @@ class MADE(nn.Module):
         return x
 
     def as_distribution(self) -> ModelDistribution:
-        """A Pyro distribution over ``{0,1}^D`` backed by this model (``log_prob`` and ``sample``)."""
-        return ModelDistribution(self, self.event_shape)
+        """A Pyro distribution over ``{0,1}^D`` backed by this model (``log_prob`` and ``sample``).
+
+        Its support is ``independent(boolean, 1)``, so Pyro's HMC/NUTS refuse it as a discrete site.
+        """
+        return ModelDistribution(self, self.event_shape, support=constraints.boolean)
 
     def config(self) -> dict[str, Any]:
         """JSON-safe kwargs such that ``MADE(**made.config())`` rebuilds the architecture."""

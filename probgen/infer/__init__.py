@@ -5,24 +5,20 @@
 * :func:`run_chains` — ``C`` ULA/MALA/HMC chains of a batched potential as one tensor
   (:func:`model_potential` builds one from a Pyro model);
 * :func:`ais` — annealed importance sampling estimates of log normalising constants.
+
+Modules: ``langevin`` (the Pyro kernels), ``transitions`` (batched ULA/MALA/HMC steps), ``chains``
+(the batched driver), ``pyro_model`` (a Pyro model as a batched potential), ``adaptation`` (dual
+averaging, Stan's windows), ``targets`` (benchmark potentials), ``ais``.
 """
 
 from __future__ import annotations
 
 from probgen.infer.adaptation import DualAveragingStepSize, PooledWelfordVariance, adaptation_windows
 from probgen.infer.ais import AISResult, ais, ais_schedule
-from probgen.infer.batched import (
-    BatchedModelPotential,
-    ChainResult,
-    ChainState,
-    StepResult,
-    hmc_step,
-    mala_step,
-    model_potential,
-    run_chains,
-    ula_step,
-)
+from probgen.infer.chains import ChainResult, run_chains
 from probgen.infer.langevin import MALA, ULA
+from probgen.infer.pyro_model import BatchedModelPotential, model_potential
+from probgen.infer.transitions import ChainState, StepResult, hmc_step, mala_step, ula_step
 
 __all__ = [
     "MALA",

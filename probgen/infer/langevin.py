@@ -14,7 +14,7 @@ works on the flat vector ``z ∈ R^D`` of the sorted site names and targets ``π
 
 ``A`` is a diagonal preconditioner (the inverse mass matrix; the identity unless
 ``adapt_mass_matrix=True`` estimates the posterior variances during warmup, as Pyro's HMC does). The
-transitions are the ``C = 1`` case of the batched ones in :mod:`probgen.infer.batched`; warmup
+transitions are the ``C = 1`` case of the batched ones in :mod:`probgen.infer.transitions`; warmup
 adaptation (dual averaging, Stan's windows) is :mod:`probgen.infer.adaptation`.
 
 References:
@@ -37,7 +37,7 @@ from torch import Tensor
 
 from probgen._checks import check_positive, check_probability
 from probgen.infer.adaptation import WarmupAdapter
-from probgen.infer.batched import (
+from probgen.infer.transitions import (
     ChainState,
     StepResult,
     find_reasonable_step_size,
@@ -95,6 +95,7 @@ class _LangevinKernel(MCMCKernel):
 
     # ----------------------------------------------------------------- state
     def _reset(self) -> None:
+        """Forget the run (Pyro's ``HMC._reset``); the adapted step size and preconditioner stay."""
         self._t = 0
         self._warmup_steps = 0
         self._accept_cnt = 0.0
@@ -102,7 +103,8 @@ class _LangevinKernel(MCMCKernel):
         self._divergences: list[int] = []
         self._initial_params: dict[str, Tensor] | None = None
         self._state: ChainState | None = None
-        self._adapter: WarmupAdapter | None = None
+        if not hasattr(self, "_adapter"):
+            self._adapter: WarmupAdapter | None = None
         self._names: list[str] = []
         self._shapes: list[torch.Size] = []
 
@@ -116,14 +118,17 @@ class _LangevinKernel(MCMCKernel):
 
     @property
     def step_size(self) -> float:
-        """Current step size ``h``."""
+        """Current step size ``h``: the initial one before a run, the adapted one during and after it
+        (``MCMC(...).run()`` leaves the warmup's final value here, as Pyro's HMC does)."""
         if self._adapter is None:
             return self._init_step_size
         return float(self._adapter.step_size[0])
 
     @property
     def inverse_mass_matrix(self) -> Tensor | None:
-        """Current diagonal preconditioner ``A`` over the flat vector of sorted site names."""
+        """Current diagonal preconditioner ``A`` ``(D,)`` over the flat vector of sorted site names
+        (the identity unless ``adapt_mass_matrix=True``; ``None`` before the first run; the adapted
+        value stays after ``MCMC(...).run()``, as in Pyro's HMC)."""
         return None if self._adapter is None else self._adapter.inverse_mass_matrix
 
     # ------------------------------------------------------ flat <-> dict
@@ -168,12 +173,14 @@ class _LangevinKernel(MCMCKernel):
         self._warmup_steps = int(warmup_steps)
         if self.model is not None:
             self._initialize_model_properties(args, kwargs)
-        if not self._initial_params:
+        if self._initial_params is None:
             raise ValueError(
                 f"{self._name} with potential_fn needs initial_params: pass "
                 "MCMC(kernel, ..., initial_params={name: tensor}) with one entry per chain"
             )
         params = self._initial_params
+        if not params:  # no latent sites: every draw is {} (Pyro's HMC on a null model)
+            return
         self._names = sorted(params)
         self._shapes = [params[n].shape for n in self._names]
         flat = self._pack(params)
@@ -205,6 +212,12 @@ class _LangevinKernel(MCMCKernel):
 
     # ------------------------------------------------------------- sample
     def sample(self, params: dict[str, Tensor]) -> dict[str, Tensor]:
+        if not params and not self._names:  # no latent sites (Pyro's HMC returns them unchanged)
+            self._t += 1
+            self._mean_accept_prob = 1.0
+            if self._t > self._warmup_steps:
+                self._accept_cnt += 1
+            return params
         if self._state is None:  # cache cleared: rebuild from params
             self._state = init_state(self._flat_potential, self._pack(params))
         adapter = self._adapter

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from probgen.infer import ChainResult, run_chains
-from probgen.infer.batched import potential_and_grad
+from probgen.infer.transitions import potential_and_grad
 
 F64 = torch.float64
 D = 10
@@ -169,7 +169,7 @@ def test_potential_and_grad_matches_closed_form():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"kernel": "nuts"}, "unknown kernel 'nuts'; valid choices: 'ula', 'mala', 'hmc', or a callable"),
+        ({"kernel": "gibbs"}, "unknown kernel 'gibbs'; valid choices: 'ula', 'mala', 'hmc', 'nuts', or a callable"),
         ({"kernel": "ula"}, "kernel 'ula' needs an explicit step_size"),
         ({"kernel": "ula", "step_size": 0.1, "adapt_step_size": True}, "adapt_step_size=True is not supported"),
         ({"step_size": -1.0}, "step_size must be > 0"),

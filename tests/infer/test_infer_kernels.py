@@ -26,7 +26,7 @@ from probgen.infer.adaptation import (
     WarmupAdapter,
     adaptation_windows,
 )
-from probgen.infer.batched import hmc_step, init_state, mala_step
+from probgen.infer.transitions import hmc_step, init_state, mala_step
 
 F64 = torch.float64
 TAU, SIGMA, N_OBS = 2.0, 1.0, 20

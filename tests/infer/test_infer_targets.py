@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.distributions import MultivariateNormal, Normal
 
-from probgen.infer.potentials import banana, correlated_gaussian, get_potential, neals_funnel
+from probgen.infer.targets import banana, correlated_gaussian, get_potential, neals_funnel
 
 
 def _const_offset(u, logp):
