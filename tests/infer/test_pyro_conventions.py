@@ -45,6 +45,22 @@ def test_expanded_model_distribution_log_prob_broadcasts_like_pyro():
     assert tr.nodes["x"]["fn"].log_prob(one).shape == (3,)
 
 
+def test_expanded_as_distribution_of_real_models_has_the_batch_shape():
+    """The same contract through the families' own as_distribution (a flow, MADE)."""
+    from probgen.flows import Flow
+
+    flow = Flow(2, "realnvp")
+    d = flow.as_distribution().expand([3])
+    one = torch.tensor([0.1, -0.4])
+    lp = d.log_prob(one)
+    assert lp.shape == (3,)
+    with torch.no_grad():
+        torch.testing.assert_close(lp, flow.log_prob(one[None]).expand(3))
+    made = MADE(4, hidden=[8])
+    bits = torch.tensor([0.0, 1.0, 1.0, 0.0])
+    assert made.as_distribution().expand([2, 3]).log_prob(bits).shape == (2, 3)
+
+
 def test_made_declares_a_binary_support_and_nuts_refuses_it_as_discrete():
     made = MADE(4, hidden=[8])
     d = made.as_distribution()
