@@ -50,7 +50,7 @@ from probgen._checks import (
     check_probability,
     check_tensor,
 )
-from probgen.infer.batched import KERNELS, ChainState, StepResult, hmc_step
+from probgen.infer.transitions import KERNELS, ChainState, StepResult, hmc_step
 from probgen.ops.shapes import batch_sum
 
 __all__ = ["ais", "AISResult", "ais_schedule", "SCHEDULES"]
