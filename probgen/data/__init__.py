@@ -6,6 +6,9 @@
 * :func:`dequantize`, :func:`dequantize_scaled`, :func:`to_levels`, :func:`bits_per_dim`, :func:`dynamic_binarize`:
   uniform dequantization, the one bits/dim convention of every family, dynamic binarization;
 * :func:`load_file`: ``.npy`` / ``.csv`` / ``.pt`` user data, never unpickled;
+* :func:`read_image_set`, :func:`read_idx`, :func:`read_cifar10_batch`, :func:`read_png_folder`: MNIST,
+  Fashion-MNIST (IDX) and CIFAR-10 (binary) from the data folder (:func:`resolve_data_dir`), PNG folders;
+  :func:`fetch` downloads the standard files, only when asked;
 * :func:`load` -> :class:`DataSet`: the one entry used by the CLI and :func:`probgen.fit` users;
   :func:`list_datasets` for ``probgen data list``.
 
@@ -17,7 +20,17 @@ from __future__ import annotations
 from probgen.data.dataset import DATASET_NAMES, TOY2D_RANGE, DataSet, list_datasets, load
 from probgen.data.digits import DIGITS_NUM_LEVELS, DIGITS_SCALES, DIGITS_SPLIT_SIZES, DIGITS_SPLITS, digits
 from probgen.data.quantize import bits_per_dim, dequantize, dequantize_scaled, dynamic_binarize, to_levels
+from probgen.data.fetch import DataFetchError, fetch
 from probgen.data.files import FILE_EXTENSIONS, load_file
+from probgen.data.images import (
+    DATA_DIR_ENV,
+    IMAGE_SET_NAMES,
+    read_cifar10_batch,
+    read_idx,
+    read_image_set,
+    read_png_folder,
+    resolve_data_dir,
+)
 from probgen.data.toy2d import (
     TOY2D_DESCRIPTIONS,
     TOY2D_NAMES,
@@ -51,4 +64,13 @@ __all__ = [
     "dynamic_binarize",
     "FILE_EXTENSIONS",
     "load_file",
+    "DATA_DIR_ENV",
+    "IMAGE_SET_NAMES",
+    "resolve_data_dir",
+    "read_idx",
+    "read_cifar10_batch",
+    "read_image_set",
+    "read_png_folder",
+    "fetch",
+    "DataFetchError",
 ]
