@@ -135,8 +135,15 @@ def _open_payload(path: Path) -> tuple[object, int | None]:
     return open(path, "rb"), path.stat().st_size
 
 
-def _read_exact(stream, n: int, path: Path, what: str) -> bytes:
-    """Read exactly ``n`` bytes (chunked, so a lying header cannot make us allocate more than the file holds)."""
+def _read_exact(stream, n: int, path: Path, what: str, *, known_size: bool = False) -> bytearray:
+    """Read exactly ``n`` bytes: into one buffer when the file's size is known to hold them, else in chunks, so
+    that a lying header cannot make us allocate more than the file holds."""
+    if known_size:
+        buf = bytearray(n)
+        got = stream.readinto(buf)
+        if got != n:
+            raise ValueError(f"{path}: truncated file: {what} needs {n:,} bytes, only {got:,} present")
+        return buf
     buf = bytearray()
     try:
         while len(buf) < n:
@@ -148,7 +155,7 @@ def _read_exact(stream, n: int, path: Path, what: str) -> bytes:
         raise ValueError(f"{path}: truncated or corrupt gzip data while reading {what} ({exc})") from None
     if len(buf) < n:
         raise ValueError(f"{path}: truncated file: {what} needs {n:,} bytes, only {len(buf):,} present")
-    return bytes(buf)
+    return buf
 
 
 def read_idx(path: str | os.PathLike, *, expect_ndim: int | None = None) -> Tensor:
@@ -201,7 +208,8 @@ def read_idx(path: str | os.PathLike, *, expect_ndim: int | None = None) -> Tens
         if raw_size is None and payload > _MAX_GZ_RATIO * path.stat().st_size + _GZ_CHUNK:
             raise ValueError(f"{path}: the header announces {'x'.join(map(str, dims))} bytes, more than a "
                              f"{path.stat().st_size:,}-byte gzip file can hold (truncated or corrupt)")
-        data = _read_exact(stream, payload, path, f"the {'x'.join(map(str, dims))} data bytes")
+        data = _read_exact(stream, payload, path, f"the {'x'.join(map(str, dims))} data bytes",
+                           known_size=raw_size is not None)
         if raw_size is None:
             try:
                 extra = stream.read(1)
@@ -209,7 +217,7 @@ def read_idx(path: str | os.PathLike, *, expect_ndim: int | None = None) -> Tens
                 raise ValueError(f"{path}: truncated or corrupt gzip data after the images ({exc})") from None
             if extra:
                 raise ValueError(f"{path}: trailing bytes after the {'x'.join(map(str, dims))} data the header announces")
-    return torch.frombuffer(bytearray(data), dtype=torch.uint8).reshape(dims) if payload else torch.zeros(dims, dtype=torch.uint8)
+    return torch.frombuffer(data, dtype=torch.uint8).reshape(dims) if payload else torch.zeros(dims, dtype=torch.uint8)
 
 
 # ------------------------------------------------------------------------------------------------ CIFAR-10
