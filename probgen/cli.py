@@ -298,7 +298,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         f"probgen {probgen.__version__}: fitting {recipe.describe(model)}, {n_params:,} parameters, on "
         f"{dataset.name} ({len(dataset.train):,} train / {len(dataset.test):,} test) for {options['steps']:,} steps, "
         f"batch {options['batch_size']}, lr {options['lr']:g}, device {device}"
-        + (" (uniform dequantization of the levels)" if "batch_transform" in options else ""),
+        + _transform_note(dataset, options),
         flush=True,
     )
     if args.force and ckpt.exists():
@@ -343,6 +343,15 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     _atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, default=_json_default) + "\n")
     print(f"wrote {ckpt}, {png}, {out / 'summary.json'}")
     return 0
+
+
+def _transform_note(dataset, options: dict) -> str:
+    """What the per-batch transform of training does, for the one-line summary of `probgen fit`."""
+    if "batch_transform" not in options:
+        return ""
+    if options["batch_transform"] is getattr(dataset, "batch_transform", None):
+        return " (a fresh binarization of every batch)"
+    return " (uniform dequantization of the levels)"
 
 
 def _resumed_model(ckpt: Path, built, kind: str | None):
