@@ -111,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         "lr": args.lr,
         "augmentation": f"random shift in {{-{MAX_SHIFT}..{MAX_SHIFT}}}^2 (background padded) + N(0, s^2) noise, "
                         "s ~ U[0, 0.2]",
-        "command": " ".join(["python scripts/train_mnist_classifier.py", *(argv if argv is not None else sys.argv[1:])]),
+        "command": " ".join(["python scripts/train_mnist_classifier.py",
+                             *(argv if argv is not None else sys.argv[1:])]),
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"),
         "torch": torch.__version__,
         "train_seconds": round(elapsed, 1),

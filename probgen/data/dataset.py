@@ -103,7 +103,7 @@ def list_datasets() -> list[tuple[str, str]]:
     rows.append(("digits", "scikit-learn 8x8 handwritten digits, 17 levels scaled to [-1,1] (1,433 train / 364 test)"))
     rows.append(("digits-binary", "the 8x8 digits binarized at 8 of 16 into {0,1} (for RBMs, MADE)"))
     rows += [(name, IMAGE_SETS[name].description) for name in IMAGE_SET_NAMES]
-    rows.append(("mnist-binary", "MNIST for binary models: dynamically binarized train split, one fixed binarization of test"))
+    rows.append(("mnist-binary", "MNIST for binary models: train binarized afresh every batch, test binarized once"))
     rows.append(("<file>.npy|.csv|.pt", "your own (N, D) or (N, *event) data, split 90/10 at random"))
     rows.append(("<folder>/", "a folder of PNG images of one size, 256 levels scaled to [-1,1], split 90/10 (Pillow)"))
     return rows

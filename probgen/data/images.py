@@ -63,7 +63,10 @@ class ImageSetSpec:
     fmt: str  # "idx" or "cifar10"
 
 
-_MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"), ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+_MNIST_FILES = (
+    ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+)
 
 IMAGE_SETS: dict[str, ImageSetSpec] = {
     "mnist": ImageSetSpec(
@@ -216,7 +219,8 @@ def read_idx(path: str | os.PathLike, *, expect_ndim: int | None = None) -> Tens
             except (EOFError, OSError, zlib.error) as exc:
                 raise ValueError(f"{path}: truncated or corrupt gzip data after the images ({exc})") from None
             if extra:
-                raise ValueError(f"{path}: trailing bytes after the {'x'.join(map(str, dims))} data the header announces")
+                raise ValueError(f"{path}: trailing bytes after the {'x'.join(map(str, dims))} data bytes "
+                                 "the header announces")
     return torch.frombuffer(data, dtype=torch.uint8).reshape(dims) if payload else torch.zeros(dims, dtype=torch.uint8)
 
 

@@ -191,7 +191,8 @@ def test_idx_trailing_bytes_wrong_magic_and_lying_header(tmp_path):
 def test_image_and_label_counts_must_match(tmp_path):
     _write_mnist(tmp_path)
     (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(_idx_bytes(torch.zeros(N_TEST + 1)))
-    with pytest.raises(ValueError, match=rf"t10k-images-idx3-ubyte holds {N_TEST} images but .* holds {N_TEST + 1} labels"):
+    expected = rf"t10k-images-idx3-ubyte holds {N_TEST} images but .* holds {N_TEST + 1} labels"
+    with pytest.raises(ValueError, match=expected):
         pg.data.load("mnist", data_dir=tmp_path)
 
 
@@ -270,7 +271,8 @@ def _md5(data: bytes) -> str:
 def test_fetch_idx_verifies_checksums_and_writes_atomically(tmp_path, monkeypatch):
     gz = {stem + ".gz": gzip.compress(_idx_bytes(a)) for stem, a in _mnist_arrays().items()}
     spec = IMAGE_SETS["mnist"]
-    monkeypatch.setitem(IMAGE_SETS, "mnist", ImageSetSpec(**{**spec.__dict__, "md5": {n: _md5(b) for n, b in gz.items()}}))
+    md5 = {n: _md5(b) for n, b in gz.items()}
+    monkeypatch.setitem(IMAGE_SETS, "mnist", ImageSetSpec(**{**spec.__dict__, "md5": md5}))
     opener = _Opener({"https://mirror.test/mnist/" + n: b for n, b in gz.items()})
     folder = fetch("mnist", data_dir=tmp_path, url="https://mirror.test/mnist", opener=opener)
     assert folder == tmp_path / "mnist" and sorted(p.name for p in folder.iterdir()) == sorted(gz)
@@ -306,7 +308,8 @@ def test_fetch_cifar_extracts_only_the_expected_files(tmp_path, monkeypatch):
         tar.addfile(evil, io.BytesIO(b"evil"))
     archive = buffer.getvalue()
     spec = IMAGE_SETS["cifar10"]
-    monkeypatch.setitem(IMAGE_SETS, "cifar10", ImageSetSpec(**{**spec.__dict__, "md5": {"cifar-10-binary.tar.gz": _md5(archive)}}))
+    md5 = {"cifar-10-binary.tar.gz": _md5(archive)}
+    monkeypatch.setitem(IMAGE_SETS, "cifar10", ImageSetSpec(**{**spec.__dict__, "md5": md5}))
     out = fetch("cifar10", data_dir=tmp_path / "data", opener=_Opener({spec.url: archive}))
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in src.iterdir())
     assert not (tmp_path / "data" / "evil.txt").exists() and not (tmp_path / "data" / "cifar10" / "evil.txt").exists()
@@ -319,7 +322,8 @@ def test_bits_per_dim_convention():
     d, lp = 784, torch.tensor([-1000.0, -2000.0])
     # 8-bit data in [-1, 1]: bpd = -log p / (D ln 2) + 7 (Song et al. 2021's offset), in [0, 1]: + 8
     torch.testing.assert_close(pg.data.bits_per_dim(lp, d, num_levels=256), -lp / (d * math.log(2)) + 7)
-    torch.testing.assert_close(pg.data.bits_per_dim(lp, d, num_levels=256, data_range=(0, 1)), -lp / (d * math.log(2)) + 8)
+    in_unit = pg.data.bits_per_dim(lp, d, num_levels=256, data_range=(0, 1))
+    torch.testing.assert_close(in_unit, -lp / (d * math.log(2)) + 8)
     torch.testing.assert_close(pg.data.bits_per_dim(lp, d, num_levels=None), -lp / (d * math.log(2)))
     with pytest.raises(TypeError, match="num_levels"):
         pg.data.bits_per_dim(lp, d)  # no default: a density is never scored as a probability by accident

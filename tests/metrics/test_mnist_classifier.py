@@ -12,7 +12,8 @@ from probgen.metrics.mnist_classifier import MNIST_WEIGHTS_PATH, MnistClassifier
 def test_weights_are_small_and_recorded():
     assert MNIST_WEIGHTS_PATH.stat().st_size < 1_000_000
     info = mnist_weights_info()
-    assert info["test_accuracy"] >= 0.98 and info["num_test"] == 10_000 and "train_mnist_classifier.py" in info["command"]
+    assert info["test_accuracy"] >= 0.98 and info["num_test"] == 10_000
+    assert "train_mnist_classifier.py" in info["command"]
     net = pg.metrics.mnist_classifier()
     assert not net.training and not any(p.requires_grad for p in net.parameters())
     assert sum(p.numel() for p in net.parameters()) == sum(p.numel() for p in MnistClassifier().parameters())
