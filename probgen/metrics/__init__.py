@@ -31,7 +31,6 @@ from probgen.metrics.classifier import (
 from probgen.metrics.coverage import mode_coverage
 from probgen.metrics.frechet import FEATURE_MAPS, fid, frechet_distance, gaussian_frechet
 from probgen.metrics.kde import kde_log_likelihood, select_bandwidth
-from probgen.metrics.latent import clustering_scores, psnr, reconstruction_metrics, ssim
 from probgen.metrics.mnist_classifier import (
     MnistClassifier,
     mnist_classifier,
@@ -39,6 +38,7 @@ from probgen.metrics.mnist_classifier import (
     mnist_logits,
     mnist_probs,
 )
+from probgen.metrics.latent import clustering_scores, psnr, reconstruction_metrics, ssim
 from probgen.metrics.mmd import KERNELS, kid, median_bandwidth, mmd, mmd_test
 from probgen.metrics.precision_recall import knn_radii, precision_recall
 from probgen.metrics.sliced import sliced_wasserstein, wasserstein_1d
