@@ -6,6 +6,7 @@
     probgen sample DIR [-n N] [--method M] [--steps K] [--out FILE]
     probgen nll DIR --data <name|file> [--trace exact|hutchinson] [--bound elbo|ode]
     probgen data list
+    probgen data fetch NAME [--data-dir DIR] [--url URL]
 
 Every bad argument exits with status 2 and one line on stderr (``probgen: error: ...``); an unexpected
 failure exits with status 1 and one line (set ``PROBGEN_DEBUG=1`` for the traceback). Outputs are written
@@ -81,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     fit = sub.add_parser("fit", help="train a model on a data set and write a checkpoint, a plot and a summary")
     fit.add_argument("family", metavar="FAMILY", help=f"one of: {', '.join(recipes.names())}")
     fit.add_argument("--data", required=True, help="a built-in data set (see `probgen data list`) or a .npy/.csv/.pt file")
+    _add_data_dir(fit)
     fit.add_argument("--steps", type=_positive_int, default=None, help="optimizer steps (default: the family's tuned value)")
     fit.add_argument("--batch-size", type=_positive_int, default=None)
     fit.add_argument("--lr", type=_positive_float, default=None, help="learning rate")
@@ -111,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     nll = sub.add_parser("nll", help="negative log-likelihood of a trained model on a data set's test split")
     nll.add_argument("dir", metavar="DIR")
     nll.add_argument("--data", required=True)
+    _add_data_dir(nll)
     nll.add_argument("--trace", default=None, help="exact or hutchinson (ODE likelihoods)")
     nll.add_argument("--bound", default=None, help="elbo or ode (families with both)")
     nll.add_argument("-n", "--num-points", type=_positive_int, default=None, help="evaluate on the first N test points")
@@ -120,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser("evaluate", help="every metric that applies to a trained model, as a table and JSON")
     evaluate.add_argument("dir", metavar="DIR", help="a folder written by `probgen fit` (or a checkpoint file)")
     evaluate.add_argument("--data", required=True, help="the data set the model was trained on (its test split)")
+    _add_data_dir(evaluate)
     evaluate.add_argument("-n", "--num-samples", type=_positive_int, default=2000, help="model draws for sample metrics")
     evaluate.add_argument("--no-likelihood", action="store_true", help="skip likelihood metrics (AIS can be slow)")
     evaluate.add_argument("--out", default=None, help="JSON file (default: DIR/evaluation.json)")
@@ -129,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare = sub.add_parser("compare", help="evaluate several trained models side by side, with one figure")
     compare.add_argument("dirs", metavar="DIR", nargs="+", help="folders written by `probgen fit`")
     compare.add_argument("--data", required=True)
+    _add_data_dir(compare)
     compare.add_argument("-n", "--num-samples", type=_positive_int, default=2000)
     compare.add_argument("--no-likelihood", action="store_true")
     compare.add_argument("--out", default="comparison.png", help="the figure (default: comparison.png)")
@@ -153,7 +158,17 @@ def build_parser() -> argparse.ArgumentParser:
     data_sub = data.add_subparsers(dest="data_command", metavar="ACTION", parser_class=_Parser)
     data_sub.required = True
     data_sub.add_parser("list", help="list the built-in data sets")
+    fetch = data_sub.add_parser("fetch", help="download the files of mnist, fashion-mnist or cifar10 (checksums verified)")
+    fetch.add_argument("name", metavar="NAME", help="mnist, fashion-mnist or cifar10")
+    _add_data_dir(fetch)
+    fetch.add_argument("--url", default=None, help="a mirror's base URL (CIFAR-10: the archive's URL)")
     return parser
+
+
+def _add_data_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", default=None,
+                        help="folder of the mnist / fashion-mnist / cifar10 files (default: $PROBGEN_DATA_DIR, "
+                             "else ~/.cache/probgen/data)")
 
 
 def _version() -> str:
@@ -270,7 +285,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     if args.resume and not ckpt.exists():
         raise UsageError(f"--resume: no checkpoint in {str(out)!r} to continue")
 
-    dataset = load_data(args.data, seed=args.seed)
+    dataset = load_data(args.data, seed=args.seed, data_dir=args.data_dir)
     recipe.check_dataset(dataset)
     _pick_threads(args.threads, dataset)
     torch.manual_seed(args.seed)
@@ -283,7 +298,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         f"probgen {probgen.__version__}: fitting {recipe.describe(model)}, {n_params:,} parameters, on "
         f"{dataset.name} ({len(dataset.train):,} train / {len(dataset.test):,} test) for {options['steps']:,} steps, "
         f"batch {options['batch_size']}, lr {options['lr']:g}, device {device}"
-        + (" (uniform dequantization of the levels)" if "batch_transform" in options else ""),
+        + _transform_note(dataset, options),
         flush=True,
     )
     if args.force and ckpt.exists():
@@ -328,6 +343,15 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     _atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, default=_json_default) + "\n")
     print(f"wrote {ckpt}, {png}, {out / 'summary.json'}")
     return 0
+
+
+def _transform_note(dataset, options: dict) -> str:
+    """What the per-batch transform of training does, for the one-line summary of `probgen fit`."""
+    if "batch_transform" not in options:
+        return ""
+    if options["batch_transform"] is getattr(dataset, "batch_transform", None):
+        return " (a fresh binarization of every batch)"
+    return " (uniform dequantization of the levels)"
 
 
 def _resumed_model(ckpt: Path, built, kind: str | None):
@@ -403,7 +427,7 @@ def _cmd_nll(args: argparse.Namespace) -> int:
     device = _check_device(args.device)
     model = _load_model(args.dir, device)
     recipe = recipes.for_model(model)
-    dataset = load_data(args.data, seed=args.seed)
+    dataset = load_data(args.data, seed=args.seed, data_dir=args.data_dir)
     recipe.check_data(model, dataset)
     torch.manual_seed(args.seed)
     model.eval()
@@ -434,7 +458,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from probgen.data import load as load_data
 
     device = _check_device(args.device)
-    dataset = load_data(args.data, seed=args.seed)
+    dataset = load_data(args.data, seed=args.seed, data_dir=args.data_dir)
     out = Path(args.out) if args.out else (Path(args.dir) if Path(args.dir).is_dir() else Path(args.dir).parent) / "evaluation.json"
     if out.suffix != ".json":
         raise UsageError(f"--out {str(out)!r}: expected a .json file name")
@@ -463,7 +487,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     for d in args.dirs:
         if not Path(d).exists():
             raise UsageError(f"DIR {d!r} does not exist")
-    dataset = load_data(args.data, seed=args.seed)
+    dataset = load_data(args.data, seed=args.seed, data_dir=args.data_dir)
     names: list[str] = []
     tables: dict[str, dict] = {}
     samples: dict[str, torch.Tensor] = {}
@@ -602,10 +626,24 @@ def _cmd_mcmc(args: argparse.Namespace) -> int:
 def _cmd_data(args: argparse.Namespace) -> int:
     from probgen.data import list_datasets
 
+    if args.data_command == "fetch":
+        return _cmd_data_fetch(args)
+
     rows = list_datasets()
     width = max(len(name) for name, _ in rows)
     for name, description in rows:
         print(f"{name:<{width}}  {description}")
+    return 0
+
+
+def _cmd_data_fetch(args: argparse.Namespace) -> int:
+    from probgen.data import DataFetchError, fetch
+
+    try:
+        folder = fetch(args.name, data_dir=args.data_dir, url=args.url)
+    except DataFetchError as exc:
+        raise UsageError(str(exc)) from None
+    print(f"{args.name}: files in {folder}")
     return 0
 
 

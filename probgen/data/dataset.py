@@ -1,4 +1,5 @@
-"""``load``: the one entry to every data set (built-in toy sets, digits, user files) used by the CLI and ``fit``."""
+"""``load``: the one entry to every data set (toy sets, digits, MNIST / Fashion-MNIST / CIFAR-10, user files and
+PNG folders) used by the CLI and ``fit``."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from torch import Tensor
 from probgen._checks import check_int
 from probgen.data.digits import DIGITS_NUM_LEVELS, digits
 from probgen.data.files import FILE_EXTENSIONS, load_file
+from probgen.data.images import IMAGE_SET_NAMES, IMAGE_SETS, read_image_set, read_png_folder
+from probgen.data.quantize import dynamic_binarize
 from probgen.data.toy2d import (
     TOY2D_DESCRIPTIONS,
     TOY2D_NAMES,
@@ -26,7 +29,7 @@ from probgen.data.toy2d import (
 
 __all__ = ["DataSet", "DATASET_NAMES", "TOY2D_RANGE", "load", "list_datasets"]
 
-DATASET_NAMES: tuple[str, ...] = (*TOY2D_NAMES, "digits", "digits-binary")
+DATASET_NAMES: tuple[str, ...] = (*TOY2D_NAMES, "digits", "digits-binary", *IMAGE_SET_NAMES, "mnist-binary")
 """Built-in names accepted by :func:`load`."""
 
 TOY2D_RANGE: tuple[float, float] = (-4.0, 4.0)
@@ -35,6 +38,7 @@ TOY2D_RANGE: tuple[float, float] = (-4.0, 4.0)
 _TOY_DEFAULT_TRAIN = 50_000
 _TOY_DEFAULT_TEST = 10_000
 _FILE_TEST_FRACTION = 0.1
+_BINARY_TEST_SEED = 0  # the one fixed binarization of mnist-binary's test split, whatever ``seed`` is
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,9 @@ class DataSet:
         labels_train: ``LongTensor (N_train,)`` or ``None``.
         labels_test: ``LongTensor (N_test,)`` or ``None``.
         kind: ``"toy2d"``, ``"image"`` or ``"file"``.
+        batch_transform: ``x: (B, *event) -> (B, *event)`` that training must apply to every batch of
+            ``train`` (``probgen.fit(..., batch_transform=...)``), or ``None``: :func:`dynamic_binarize` for
+            ``"mnist-binary"``, whose ``train`` holds grey levels in ``[0, 1]`` (Bernoulli probabilities).
     """
 
     name: str
@@ -69,6 +76,7 @@ class DataSet:
     labels_train: Tensor | None
     labels_test: Tensor | None
     kind: str
+    batch_transform: Callable[[Tensor], Tensor] | None = None
 
     def __repr__(self) -> str:
         entropy = "None" if self.entropy is None else f"{self.entropy[0]:.4f} ± {self.entropy[1]:.1e}"
@@ -94,7 +102,10 @@ def list_datasets() -> list[tuple[str, str]]:
     rows = [(name, TOY2D_DESCRIPTIONS[name]) for name in TOY2D_NAMES]
     rows.append(("digits", "scikit-learn 8x8 handwritten digits, 17 levels scaled to [-1,1] (1,433 train / 364 test)"))
     rows.append(("digits-binary", "the 8x8 digits binarized at 8 of 16 into {0,1} (for RBMs, MADE)"))
+    rows += [(name, IMAGE_SETS[name].description) for name in IMAGE_SET_NAMES]
+    rows.append(("mnist-binary", "MNIST for binary models: train binarized afresh every batch, test binarized once"))
     rows.append(("<file>.npy|.csv|.pt", "your own (N, D) or (N, *event) data, split 90/10 at random"))
+    rows.append(("<folder>/", "a folder of PNG images of one size, 256 levels scaled to [-1,1], split 90/10 (Pillow)"))
     return rows
 
 
@@ -151,7 +162,72 @@ def _load_digits(name: str, n_train: int | None, n_test: int | None) -> DataSet:
 
 
 def _load_path(path: Path, label: str, seed: int, n_train: int | None, n_test: int | None) -> DataSet:
-    data = load_file(path)
+    train, test = _split_rows(load_file(path), path, seed, n_train, n_test)
+    return DataSet(
+        name=label,
+        train=train,
+        test=test,
+        event_shape=tuple(train.shape[1:]),
+        log_prob=None,
+        entropy=None,
+        num_levels=None,
+        data_range=(float(train.min()), float(train.max())),
+        labels_train=None,
+        labels_test=None,
+        kind="file",
+    )
+
+
+def _scaled(k: Tensor) -> Tensor:
+    """8-bit levels ``k`` -> ``2k/255 - 1`` in ``[-1, 1]``, float32."""
+    return k.to(torch.float32).mul_(2.0 / 255.0).sub_(1.0)
+
+
+def _load_png_folder(path: Path, label: str, seed: int, n_train: int | None, n_test: int | None) -> DataSet:
+    train, test = _split_rows(read_png_folder(path), path, seed, n_train, n_test)
+    return DataSet(
+        name=label,
+        train=_scaled(train),
+        test=_scaled(test),
+        event_shape=tuple(train.shape[1:]),
+        log_prob=None,
+        entropy=None,
+        num_levels=256,
+        data_range=(-1.0, 1.0),
+        labels_train=None,
+        labels_test=None,
+        kind="image",
+    )
+
+
+def _load_image_set(name: str, data_dir, n_train: int | None, n_test: int | None) -> DataSet:
+    binary = name == "mnist-binary"
+    raw = read_image_set("mnist" if binary else name, data_dir=data_dir)
+    train, test = _take(name, raw["train"], n_train, "n_train"), _take(name, raw["test"], n_test, "n_test")
+    if binary:
+        generator = torch.Generator().manual_seed(_BINARY_TEST_SEED)
+        train = train.to(torch.float32).div_(255.0)
+        test = torch.bernoulli(test.to(torch.float32).div_(255.0), generator=generator)
+    else:
+        train, test = _scaled(train), _scaled(test)
+    return DataSet(
+        name=name,
+        train=train,
+        test=test,
+        event_shape=tuple(train.shape[1:]),
+        log_prob=None,
+        entropy=None,
+        num_levels=2 if binary else 256,
+        data_range=(0.0, 1.0) if binary else (-1.0, 1.0),
+        labels_train=_take(name, raw["train_labels"], n_train, "n_train"),
+        labels_test=_take(name, raw["test_labels"], n_test, "n_test"),
+        kind="image",
+        batch_transform=dynamic_binarize if binary else None,
+    )
+
+
+def _split_rows(data: Tensor, path: Path, seed: int, n_train: int | None, n_test: int | None) -> tuple[Tensor, Tensor]:
+    """Shuffle the rows with ``seed`` and split them: ``ceil(N/10)`` test rows (or ``n_test``), the rest train."""
     total = len(data)
     if total < 2:
         raise ValueError(f"{path}: need at least 2 rows to split into train and test, got {total}")
@@ -165,20 +241,7 @@ def _load_path(path: Path, label: str, seed: int, n_train: int | None, n_test: i
         raise ValueError(
             f"n_train + n_test must be <= {total} (the number of rows in {path}), got {train_size} + {test_size}"
         )
-    test, train = data[:test_size], data[test_size : test_size + train_size]
-    return DataSet(
-        name=label,
-        train=train,
-        test=test,
-        event_shape=tuple(data.shape[1:]),
-        log_prob=None,
-        entropy=None,
-        num_levels=None,
-        data_range=(float(train.min()), float(train.max())),
-        labels_train=None,
-        labels_test=None,
-        kind="file",
-    )
+    return data[test_size : test_size + train_size], data[:test_size]
 
 
 def load(
@@ -187,6 +250,7 @@ def load(
     seed: int = 0,
     n_train: int | None = None,
     n_test: int | None = None,
+    data_dir: str | os.PathLike | None = None,
 ) -> DataSet:
     """Load a built-in data set or a user file as a :class:`DataSet` with train and test splits.
 
@@ -202,12 +266,21 @@ def load(
     * A ``.npy``, ``.csv`` or ``.pt`` path (see :func:`probgen.data.load_file`): the rows are shuffled with a
       ``torch.Generator`` seeded by ``seed``; the first ``ceil(N / 10)`` form the test set and the rest the
       train set (a 90/10 split). ``n_test`` / ``n_train`` override the sizes.
+    * ``"mnist"``, ``"fashion-mnist"`` (``(1, 28, 28)``) and ``"cifar10"`` (``(3, 32, 32)``): the standard
+      splits read from the distribution files in ``data_dir`` (:mod:`probgen.data.images`; nothing is
+      downloaded, see :func:`probgen.data.fetch`), 8-bit levels ``k`` scaled to ``x = 2k/255 - 1``,
+      ``num_levels = 256``, ``data_range = (-1, 1)``, with labels. ``"mnist-binary"``: ``train`` holds the grey
+      levels ``k/255`` and :attr:`DataSet.batch_transform` is :func:`probgen.data.dynamic_binarize` (a fresh
+      Bernoulli draw per batch); ``test`` is one fixed Bernoulli draw (seed 0); ``num_levels = 2``,
+      ``data_range = (0, 1)``. ``n_train`` / ``n_test`` keep the first rows; ``seed`` does not apply.
+    * A folder: its ``*.png`` images (one size; Pillow), scaled and split like a file, ``num_levels = 256``.
 
     Args:
         name_or_path: a name from :data:`DATASET_NAMES` or a path to a data file.
         seed: non-negative integer seed for the toy draws or the file shuffle.
         n_train: size of the training split (see above), ``>= 1``.
         n_test: size of the test split (see above), ``>= 1``.
+        data_dir: folder of the image sets' files (default ``$PROBGEN_DATA_DIR``, else ``~/.cache/probgen/data``).
 
     Returns:
         A :class:`DataSet`.
@@ -225,13 +298,17 @@ def load(
     if isinstance(name_or_path, str) and name_or_path in DATASET_NAMES:
         if name_or_path in TOY2D_NAMES:
             return _load_toy(name_or_path, seed, n_train, n_test)
+        if name_or_path in (*IMAGE_SET_NAMES, "mnist-binary"):
+            return _load_image_set(name_or_path, data_dir, n_train, n_test)
         return _load_digits(name_or_path, n_train, n_test)
     if not isinstance(name_or_path, (str, os.PathLike)):
         raise TypeError(f"name_or_path must be a data set name or a file path, got {type(name_or_path).__name__}")
     path = Path(name_or_path)
+    if path.is_dir():
+        return _load_png_folder(path, os.fspath(name_or_path), seed, n_train, n_test)
     if path.suffix.lower() in FILE_EXTENSIONS or path.exists():
         return _load_path(path, os.fspath(name_or_path), seed, n_train, n_test)
     raise ValueError(
         f"unknown data set {os.fspath(name_or_path)!r}; valid names: {', '.join(repr(n) for n in DATASET_NAMES)}, "
-        f"or a path to a {'/'.join(FILE_EXTENSIONS)} file"
+        f"a path to a {'/'.join(FILE_EXTENSIONS)} file, or a folder of PNG images"
     )

@@ -696,7 +696,7 @@ class DDPM(_DiffusionBase):
         method: str = "elbo",
         num_levels: int | None = None,
         num_dequant: int = 1,
-        dequantization: str = "centered",
+        dequantization: str = "uniform",
         generator: torch.Generator | None = None,
         **opts: Any,
     ) -> Tensor:
@@ -708,17 +708,16 @@ class DDPM(_DiffusionBase):
           ``num_dequant`` draws — an upper bound in expectation; ``**opts`` go to :meth:`log_prob`.
           For disjoint bins ``B_k`` of volume ``|B|`` per point, Jensen's inequality gives
           ``\log P(k) \ge \log|B| + E_{z \sim U(B_k)} \log p(z)``, so
-          ``bpd = -(\log p(z) + \log|B|)/(D \log 2)`` with ``z`` uniform in the bin of ``x``:
+          ``bpd = -(\log p(z) + \log|B|)/(D \log 2)`` with ``z`` uniform in the bin of ``x``
+          (:func:`probgen.data.bits_per_dim`, the convention of every family):
 
-          - ``dequantization="centered"`` (default): ``z = x + Δ(u - ½)``, ``u ~ U[0,1)^D``,
-            ``Δ = (high - low)/(L - 1)`` — bins of width ``Δ`` centred on the levels the network was
-            trained on, the same bins as the discretized decoder of :meth:`elbo` (whose edge bins
-            extend to ``±∞``), so the two numbers bound the same probabilities;
-          - ``"uniform"``: ``L`` bins of width ``(high - low)/L`` tiling ``[low, high]``
-            (:func:`probgen.data.dequantize`, :func:`probgen.data.bits_per_dim`), the convention
-            of models trained on dequantized data; a network trained on the levels themselves puts
-            its peaks at ``low`` and ``high`` on the edges of the outer bins there, which loosens
-            the bound.
+          - ``dequantization="uniform"`` (default): ``L`` bins of width ``(high - low)/L`` tiling
+            ``[low, high]`` (:func:`probgen.data.dequantize_scaled`), as for ScoreSDE and flows; a
+            network trained on the levels themselves puts its peaks at ``low`` and ``high`` on the
+            edges of the outer bins there, which loosens the bound;
+          - ``"centered"``: ``z = x + Δ(u - ½)``, ``u ~ U[0,1)^D``, ``Δ = (high - low)/(L - 1)`` — bins
+            centred on the levels, the discretized decoder's bins (the same formula on the range
+            ``[low - Δ/2, high + Δ/2]``); tighter for such a network, not comparable across families.
 
         Args:
             x: ``(B, *event_shape)`` scaled levels (as :func:`probgen.data.load` returns them).
@@ -729,7 +728,7 @@ class DDPM(_DiffusionBase):
             generator: for the noise draws.
         """
         from probgen.data import bits_per_dim as _bits_per_dim
-        from probgen.data import dequantize, to_levels
+        from probgen.data import dequantize_scaled
 
         x = self._check_x("x", x)
         method = check_choice("method", method, _BPD_METHODS)
@@ -741,23 +740,18 @@ class DDPM(_DiffusionBase):
             if self.data_levels is None or levels != self.data_levels:
                 raise ValueError("method='elbo' needs the discretized decoder: build the model with "
                                  f"data_levels={levels} (got data_levels={self.data_levels})")
-            return -self.elbo(x, generator=generator, **opts) / (self.num_dims * math.log(2.0))
+            return _bits_per_dim(self.elbo(x, generator=generator, **opts), self.num_dims, num_levels=None)
         num_dequant = check_int("num_dequant", num_dequant, minimum=1)
         dequantization = check_choice("dequantization", dequantization, _DEQUANTIZATIONS)
         low, high = self.data_range
-        k = to_levels(x, num_levels=levels, data_range=self.data_range)
+        half = (high - low) / (levels - 1) / 2 if dequantization == "centered" else 0.0
+        bins = (low - half, high + half)  # "centered": L bins of width (high - low)/(L - 1) around the levels
         total = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
-        width = (high - low) / (levels - 1)
         for _ in range(num_dequant):
-            if dequantization == "centered":
-                u = torch.rand(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-                z = low + width * (k.to(x.dtype) + u - 0.5)
-            else:
-                z = low + (high - low) * dequantize(k.to(x.dtype), levels, generator=generator)
+            z = dequantize_scaled(x, num_levels=levels, data_range=self.data_range, generator=generator)
+            z = bins[0] + (z - low) * ((bins[1] - bins[0]) / (high - low))
             total = total + self.log_prob(z, **opts)
-        if dequantization == "centered":
-            return -(total / num_dequant + self.num_dims * math.log(width)) / (self.num_dims * math.log(2.0))
-        return _bits_per_dim(total / num_dequant, self.num_dims, num_levels=levels, data_range=self.data_range)
+        return _bits_per_dim(total / num_dequant, self.num_dims, num_levels=levels, data_range=bins)
 
     # ------------------------------------------------------------------------------------------ IO
     def as_distribution(self, *, method: str = "ancestral", steps: int | None = None, trace: str = "exact",

@@ -9,7 +9,8 @@ What each metric sees (details and caveats in ``docs/evaluation.md``):
 * feature-space scores: :func:`frechet_distance` / :func:`fid` / :func:`gaussian_frechet` (Heusel et al.
   2017), :func:`inception_score`, :func:`precision_recall` (Kynkäänniemi et al. 2019);
 * the shipped 8×8 digits classifier: :func:`digits_classifier`, :func:`digits_features` (default FID
-  feature map), :func:`digits_probs`;
+  feature map), :func:`digits_probs`; the shipped 28×28 MNIST classifier: :func:`mnist_classifier`,
+  :func:`mnist_features` (``fid(..., features="mnist")``), :func:`mnist_probs`;
 * latent and reconstruction quality: :func:`clustering_scores`, :func:`reconstruction_metrics`,
   :func:`psnr`, :func:`ssim`;
 * mixtures with known centres: :func:`mode_coverage` (share of samples near each mode; Metz et al. 2016).
@@ -30,6 +31,13 @@ from probgen.metrics.classifier import (
 from probgen.metrics.coverage import mode_coverage
 from probgen.metrics.frechet import FEATURE_MAPS, fid, frechet_distance, gaussian_frechet
 from probgen.metrics.kde import kde_log_likelihood, select_bandwidth
+from probgen.metrics.mnist_classifier import (
+    MnistClassifier,
+    mnist_classifier,
+    mnist_features,
+    mnist_logits,
+    mnist_probs,
+)
 from probgen.metrics.latent import clustering_scores, psnr, reconstruction_metrics, ssim
 from probgen.metrics.two_sample import KERNELS, kid, median_bandwidth, mmd, mmd_test
 from probgen.metrics.manifold import knn_radii, precision_recall
@@ -53,6 +61,11 @@ __all__ = [
     "digits_features",
     "digits_logits",
     "digits_probs",
+    "MnistClassifier",
+    "mnist_classifier",
+    "mnist_features",
+    "mnist_logits",
+    "mnist_probs",
     "sliced_wasserstein",
     "wasserstein_1d",
     "precision_recall",

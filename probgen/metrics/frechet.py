@@ -34,7 +34,7 @@ from probgen.metrics.two_sample import _check_pair
 __all__ = ["gaussian_frechet", "frechet_distance", "fid", "FEATURE_MAPS"]
 
 #: Names accepted by ``fid(features=...)`` (a callable ``(B, *event) -> (B, F)`` is accepted too).
-FEATURE_MAPS = ("digits", "inception")
+FEATURE_MAPS = ("digits", "inception", "mnist")
 
 
 def _psd_sqrt(a: Tensor) -> Tensor:
@@ -153,7 +153,8 @@ def fid(
         x: ``(N1, *event)`` real samples.
         y: ``(N2, *event)`` generated samples.
         features: ``"digits"``, ``"inception"`` (torch-fidelity's InceptionV3, only when it and its weights
-            are installed locally: :mod:`probgen.metrics.inception`), or a callable feature map.
+            are installed locally: :mod:`probgen.metrics.inception`), ``"mnist"`` (the shipped 28×28 MNIST
+            classifier, :func:`probgen.metrics.mnist_features`), or a callable feature map.
         batch_size: rows per feature-map call.
 
     Returns:
@@ -178,6 +179,10 @@ def fid(
         from probgen.metrics.inception import inception_features
 
         features = inception_features
+    elif features == "mnist":  # the shipped 28x28 MNIST classifier
+        from probgen.metrics.mnist_classifier import mnist_features
+
+        features = mnist_features
     fx = _apply_features("x", features, x, batch_size)
     fy = _apply_features("y", features, y, batch_size)
     return frechet_distance(fx, fy)

@@ -109,9 +109,10 @@ def test_file_sizes_event_shape_and_csv(tmp_path):
 
 
 def test_load_errors(tmp_path):
-    with pytest.raises(ValueError, match=r"unknown data set 'mnist'; valid names: '8gaussians', .*'digits', "
-                                         r"'digits-binary', or a path to a \.npy/\.csv/\.pt file"):
-        load("mnist")
+    with pytest.raises(ValueError, match=r"unknown data set 'svhn'; valid names: '8gaussians', .*'digits', "
+                                         r"'digits-binary', .*'mnist'.*a path to a \.npy/\.csv/\.pt file, or a "
+                                         r"folder of PNG images"):
+        load("svhn")
     with pytest.raises(FileNotFoundError, match=r"missing\.csv: no such file"):
         load(tmp_path / "missing.csv")
     with pytest.raises(ValueError, match=r"seed must be >= 0"):

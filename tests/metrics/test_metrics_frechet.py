@@ -113,7 +113,7 @@ def test_errors():
         M.frechet_distance(x[:1], x)
     with pytest.raises(ValueError, match=r"cov2 must have shape \(3, 3\)"):
         M.gaussian_frechet(torch.zeros(3), torch.eye(3), torch.zeros(3), torch.eye(2))
-    with pytest.raises(ValueError, match="unknown features 'vgg'; valid choices: 'digits', 'inception', or a callable"):
+    with pytest.raises(ValueError, match="unknown features 'vgg'; valid choices: 'digits', 'inception', 'mnist', or a callable"):
         M.fid(x, x, features="vgg")
     with pytest.raises(ValueError, match=r"features must map .* to a \(B, F\) tensor"):
         M.fid(x, x, features=lambda t: t.sum(-1))
