@@ -32,7 +32,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["NonFiniteLossError"]
 
 _ADVICE = "Try a smaller lr, grad_clip, or check the data and the model"
-_MAX_QUOTE = 160  # characters of a model's own error quoted in the one-line message
+_MAX_QUOTE = 120  # characters of a model's own error quoted in the one-line message
 _NONFINITE_TEXT = re.compile(r"\b(nan|inf|-inf)\b")
 
 
