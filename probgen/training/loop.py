@@ -97,9 +97,18 @@ def fit(
     ``averages_gradients = True``; otherwise ``fit`` raises :class:`NotImplementedError`. ``fit``
     leaves the process group initialised; call :func:`probgen.distributed.cleanup` at the end.
 
-    Non-finite values: when the loss of a step is NaN or infinite, ``fit`` stops with
-    :class:`NonFiniteLossError` before that step updates the weights; checkpoints are never written
-    from non-finite parameters, so the file on disk is the last good one.
+    Non-finite values: a NaN/inf loss, gradient norm (with ``grad_clip``), parameters after an
+    update, or a validation error that a NaN/inf value raises inside the model stops ``fit`` with
+    :class:`NonFiniteLossError` naming the step and the last good checkpoint (see
+    :mod:`probgen.training.guard`); checkpoints are never written from non-finite parameters, so the
+    file on disk is the last good one.
+
+    Interrupts: the first SIGINT (Ctrl-C) or SIGTERM while the steps run lets the current step
+    finish, writes its checkpoint (when ``checkpoint`` is set) and raises
+    :class:`~probgen.training.TrainingInterrupted` (a :class:`KeyboardInterrupt`); ``resume=True``
+    then continues exactly. A second signal aborts at once. Handlers are installed in the main
+    thread of a single process only, and the previous ones are restored (see
+    :mod:`probgen.training.interrupt`).
 
     Args:
         model: an ``nn.Module`` with ``loss(*batch) -> Tensor[]``, or with
@@ -136,6 +145,7 @@ def fit(
     Raises:
         TypeError, ValueError: invalid arguments, with the argument named.
         NonFiniteLossError: the loss or the parameters became NaN/inf.
+        TrainingInterrupted: SIGINT/SIGTERM; raised after the step under way (and its checkpoint).
         NotImplementedError: a two-player model under torchrun that does not average its gradients.
         CheckpointError: the checkpoint to resume from is unusable or belongs to another model.
         CheckpointWriteError: a checkpoint could not be written (the previous one is intact).
