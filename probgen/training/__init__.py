@@ -45,7 +45,7 @@ from __future__ import annotations
 
 # write_checkpoint is looked up here at each write (Run.write), so a test or a tool can wrap it by
 # patching ``probgen.training.write_checkpoint``
-from probgen.checkpoint import read_checkpoint, write_checkpoint  # noqa: F401
+from probgen.checkpoint import write_checkpoint  # noqa: F401
 from probgen.training.guard import NonFiniteLossError
 from probgen.training.history import History
 from probgen.training.interrupt import TrainingInterrupted
