@@ -37,7 +37,8 @@ _NONFINITE_TEXT = re.compile(r"\b(nan|inf|-inf)\b")
 
 
 class NonFiniteLossError(FloatingPointError):
-    """The loss (or the parameters) became NaN or infinite during :func:`fit`.
+    """A value of a :func:`fit` step became NaN or infinite: the loss, the gradient norm, the parameters, or a
+    value that a validation inside the model refused (see the module docstring).
 
     Attributes:
         step: the (1-based) step at which it was detected.
