@@ -656,6 +656,18 @@ def _one_line(exc: BaseException) -> str:
     return text
 
 
+def _fit_interrupted(stop, argv: Sequence[str]) -> int:
+    """Ctrl-C / SIGTERM during fit: the checkpoint of the finished step is written; say how to continue (exit 130)."""
+    import shlex
+
+    words = [w for w in argv if w != "--force"]  # continuing must not start over
+    if "--resume" not in words:
+        words.append("--resume")
+    print(f"probgen: interrupted at step {stop.step} of {stop.steps}; continue with: probgen {shlex.join(words)}",
+          file=sys.stderr)
+    return 130
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (2 for bad arguments)."""
     debug = bool(os.environ.get("PROBGEN_DEBUG"))
@@ -665,7 +677,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _COMMANDS[args.command](args)
     except SystemExit as exc:  # --help / --version
         return int(exc.code or 0)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        training = sys.modules.get("probgen.training")  # not imported yet: not an interrupted fit
+        if training is not None and isinstance(exc, training.TrainingInterrupted):  # the checkpoint is written
+            return _fit_interrupted(exc, sys.argv[1:] if argv is None else argv)
         print("probgen: interrupted", file=sys.stderr)
         return 130
     except (UsageError, ValueError, TypeError, FileNotFoundError, NotImplementedError) as exc:

@@ -5,24 +5,44 @@ two-player game run by :meth:`~probgen.gan.AdversarialModel.training_step`, whic
 recording the diagnostics (``d_loss``, ``g_loss``, ``d_acc`` / ``gp`` / ``wasserstein_estimate``,
 ``grad_norm_d``, ``grad_norm_g``, ``diversity``) in ``history.metrics``. :func:`mode_coverage` (the
 mode-collapse count) lives in :mod:`probgen.metrics` and is re-exported here. See ``docs/gan.md``.
+
+Modules: :mod:`~probgen.gan.losses` (the objectives and ``sample_diversity``), :mod:`~probgen.gan.nets`
+(the built-in MLP generator and discriminator), :mod:`~probgen.gan.models` (``AdversarialModel``, ``GAN``,
+``WGANGP``).
 """
 
 from __future__ import annotations
 
-from probgen.gan import gan
-from probgen.gan.gan import (
-    BATCH_MODES,
-    GAN,
-    WGANGP,
-    AdversarialModel,
+from probgen.gan.losses import (
     discriminator_loss,
     gradient_penalty,
-    mode_coverage,
     nonsaturating_generator_loss,
     sample_diversity,
     wasserstein_critic_loss,
     wasserstein_generator_loss,
 )
+from probgen.gan.models import BATCH_MODES, GAN, WGANGP, AdversarialModel
+from probgen.metrics.coverage import mode_coverage  # re-exported: probgen.gan.mode_coverage predates its move
 
-# the public names are those of probgen.gan.gan (mode_coverage, now in probgen.metrics, is re-exported there)
-__all__ = list(gan.__all__)
+__all__ = [
+    "GAN",
+    "WGANGP",
+    "AdversarialModel",
+    "BATCH_MODES",
+    "discriminator_loss",
+    "nonsaturating_generator_loss",
+    "wasserstein_critic_loss",
+    "wasserstein_generator_loss",
+    "gradient_penalty",
+    "sample_diversity",
+    "mode_coverage",
+]
+
+
+def __getattr__(name: str):
+    # ``probgen.gan.gan`` (the old single module) still imports, with a DeprecationWarning
+    if name == "gan":
+        import importlib
+
+        return importlib.import_module("probgen.gan.gan")
+    raise AttributeError(f"module 'probgen.gan' has no attribute {name!r}")
