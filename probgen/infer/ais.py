@@ -62,6 +62,7 @@ __all__ = [
     "AISResult",
     "RAISEResult",
     "ais_schedule",
+    "check_betas",
     "ais_reliability",
     "log_weight_summary",
     "SCHEDULES",
@@ -106,7 +107,8 @@ def ais_schedule(name: str, num_steps: int, *, dtype: torch.dtype = torch.float6
     return betas
 
 
-def _check_betas(betas: Tensor) -> Tensor:
+def check_betas(betas: Tensor) -> Tensor:
+    """Validate an AIS schedule: 1-D, at least 2 entries, ``0 = β_0 < ... < β_K = 1``; returns it."""
     check_tensor("betas", betas, ndim=1)
     if betas.numel() < 2:
         raise ValueError(f"betas must have at least 2 entries (0 and 1), got {betas.numel()}")
@@ -320,7 +322,7 @@ def annealed_importance_sampling(
     if isinstance(betas, str):
         betas = ais_schedule(betas, num_steps, **opts)
     else:
-        betas = _check_betas(betas).to(**opts)
+        betas = check_betas(betas).to(**opts)
     num_levels = betas.shape[0] - 1
 
     if isinstance(step_size, Tensor) and step_size.numel() > 1:
@@ -536,7 +538,7 @@ def reverse_ais(
             raise ValueError(f"log_target must return a tensor of shape ({u.shape[0]},), got {got}")
         return out
 
-    betas = ais_schedule(betas, num_steps, **opts) if isinstance(betas, str) else _check_betas(betas).to(**opts)
+    betas = ais_schedule(betas, num_steps, **opts) if isinstance(betas, str) else check_betas(betas).to(**opts)
     num_levels = betas.shape[0] - 1
     if isinstance(step_size, Tensor) and step_size.numel() > 1:
         check_tensor("step_size", step_size, ndim=1)
