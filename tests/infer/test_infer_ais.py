@@ -174,7 +174,7 @@ def test_ais_module_is_not_shadowed_and_old_call_warns():
 
     assert isinstance(m, types.ModuleType) and m.__name__ == "probgen.infer.ais"
     assert pg.infer.ais is m and m.annealed_importance_sampling is pg.infer.annealed_importance_sampling
-    kw = dict(num_chains=8, num_steps=2, kernel="mala", generator=torch.Generator().manual_seed(0))
+    kw = dict(num_chains=8, num_steps=2, kernel="mala", warn=False, generator=torch.Generator().manual_seed(0))
     with pytest.warns(DeprecationWarning, match="use probgen.infer.annealed_importance_sampling"):
         old = pg.infer.ais(_log_target, BASE, **kw)
     new = annealed_importance_sampling(_log_target, BASE, **{**kw, "generator": torch.Generator().manual_seed(0)})
