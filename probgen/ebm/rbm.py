@@ -189,7 +189,11 @@ class _RBM(nn.Module):
     def update_data_statistics(self, v: Tensor) -> None:
         """Fold a batch ``v: (B, V)`` or ``(B, *event)`` into the running data mean (buffers
         ``data_mean``, ``data_count``; :meth:`loss` calls this on every batch)."""
-        v = self._flat(v).detach()
+        self._fold_data_statistics(self._flat(v))
+
+    @torch.no_grad()
+    def _fold_data_statistics(self, v: Tensor) -> None:
+        v = v.detach()
         n_old = self.data_count.item()
         n_new = n_old + v.shape[0]
         self.data_mean.add_((v.mean(0).to(self.data_mean) - self.data_mean) * (v.shape[0] / n_new))
@@ -304,7 +308,7 @@ class _RBM(nn.Module):
         """
         v = self._flat(v)
         if self.training:
-            self.update_data_statistics(v)
+            self._fold_data_statistics(v)
         if self.objective == "cd":
             v_neg, _ = self._gibbs(v.detach(), self.k, None)
         else:
