@@ -258,7 +258,7 @@ def test_bracket_contains_exact_log_z_and_log_likelihood():
     v = rbm.sample(200, gibbs_steps=100, generator=torch.Generator().manual_seed(1))
     br = rbm.log_likelihood_bracket(v, num_raise_points=100, generator=torch.Generator().manual_seed(2))
     exact = rbm.log_partition("exact")
-    assert br.ais_warning is None and 0 < br.upper_stderr.item() < 0.05
+    assert br.warning is None and 0 < br.upper_stderr.item() < 0.05
     assert br.log_z_lower - 3 * br.lower_stderr <= exact <= br.log_z_upper + 3 * br.upper_stderr
     # the bracket is tight here: both ends within 0.05 nats
     assert abs(br.log_z_upper - br.log_z_lower) < 0.05
@@ -317,6 +317,6 @@ def test_default_ais_within_tenth_of_a_nat_at_784_x_20():
     # trained: far from the zero-weight value (784 + 20) log 2 ≈ 557 ... and far from the own-bias base
     br = rbm.log_likelihood_bracket(data.double(), num_raise_points=100, generator=torch.Generator().manual_seed(0))
     err = (br.log_z_lower - exact).item()
-    assert br.ais_warning is None and br.lower_stderr.item() < 0.04
+    assert br.warning is None and br.lower_stderr.item() < 0.04
     assert abs(err) < 0.1 and abs(err) < 4 * br.lower_stderr.item(), (err, br.lower_stderr.item())
     assert br.log_z_lower - 3 * br.lower_stderr <= exact <= br.log_z_upper + 3 * br.upper_stderr
