@@ -561,6 +561,7 @@ class _RBM(nn.Module):
         num_steps: int | None = None,
         num_raise_points: int | None = 500,
         num_raise_samples: int = 1,
+        raise_base: str = "model",
         data: Tensor | None = None,
         base_visible_bias: Tensor | None = None,
         generator: torch.Generator | None = None,
@@ -572,7 +573,7 @@ class _RBM(nn.Module):
           ``-F(v) - log Ẑ_AIS`` is a stochastic **upper** bound on ``log p(v)``.
         * RAISE (Burda, Grosse & Salakhutdinov 2015, arXiv:1412.8566) starts at each of (up to
           ``num_raise_points`` of) the points ``v`` and anneals *down* the same schedule with the
-          same (reversible) transitions; its ``log p̂(v)`` is a stochastic **lower** bound on
+          same kind of (reversible) transitions, towards its own base (``raise_base``); its ``log p̂(v)`` is a stochastic **lower** bound on
           ``log p_ann(v)``, the log-likelihood of the *annealed model* (the law of AIS's final
           particle): exactly, ``E[log p̂(v)] ≤ log p_ann(v)`` and ``P(log p̂ > log p_ann + t) ≤ e^{-t}``.
           ``p_ann → p`` as the schedule gets longer, and in practice RAISE errs low (Burda et al.),
@@ -592,6 +593,13 @@ class _RBM(nn.Module):
             num_raise_points: RAISE runs on the first ``min(B, num_raise_points)`` points
                 (``None``: all of them).
             num_raise_samples: reverse chains per point.
+            raise_base: the base of RAISE's annealing: ``"model"`` (default) — product-Bernoulli
+                (or Gaussian) fitted to the model's own marginals from Gibbs chains of its own — or
+                ``"same"`` as the forward AIS (fitted to the data). Any base gives a valid estimator,
+                but the annealed model RAISE bounds starts from it: from a *data*-fitted base the short
+                annealed model can fit test data better than the RBM itself, and RAISE's end then lands
+                *below* ``log Z`` (measured: 4.7–7.9 nats on MNIST RBMs with 2016 temperatures); from the
+                model's own marginals it stayed above (conservative, 10 nats wide on the same RBM).
 
         Returns:
             :class:`LogLikelihoodBracket`.
@@ -609,10 +617,14 @@ class _RBM(nn.Module):
         if num_raise_points is not None:
             num_raise_points = check_int("num_raise_points", num_raise_points, minimum=1)
         r = check_int("num_raise_samples", num_raise_samples, minimum=1)
+        raise_base = check_choice("raise_base", raise_base, ("model", "same"))
         with torch.no_grad():
             setup = self._ais_setup(num_chains, num_steps, "linear", data, base_visible_bias, generator)
-            _, betas, base_bias, log_z0, _ = setup
             res = self._run_ais(None, None, None, None, None, generator, True, setup=setup)
+            if raise_base == "model":
+                model_bias = self._bias_from_moments(*self._gibbs_marginals(setup[0], generator))
+                setup = self._ais_setup(num_chains, num_steps, "linear", None, model_bias, generator)
+            _, betas, base_bias, log_z0, _ = setup
             m = v.shape[0] if num_raise_points is None else min(v.shape[0], num_raise_points)
             log_w_rev = self._anneal(v[:m].repeat_interleave(r, 0), betas, base_bias, reverse=True,
                                      generator=generator)
