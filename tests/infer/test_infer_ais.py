@@ -94,7 +94,7 @@ def test_ais_exact_transition_callable_and_weight_formula():
 
 def test_ais_stderr_shrinks_with_more_chains():
     """stderr ∝ 1/sqrt(N): 4x the particles should halve it; the stderr estimates are noisy (ESS ~ 20-80), so accept a ratio in [0.3, 0.8] (8 seeds gave 0.43-0.73)."""
-    kw = dict(num_steps=30, kernel="hmc", num_leapfrog=3)
+    kw = dict(num_steps=30, kernel="hmc", num_leapfrog=3, warn=False)  # ESS is low here (the test is about 1/sqrt(N))
     small = annealed_importance_sampling(_LogTarget(), BASE, num_chains=100, generator=torch.Generator().manual_seed(3), **kw)
     large = annealed_importance_sampling(_LogTarget(), BASE, num_chains=400, generator=torch.Generator().manual_seed(4), **kw)
     ratio = float(large.stderr / small.stderr)
@@ -108,7 +108,7 @@ def test_ais_one_level_is_importance_sampling():
     x0 = BASE.sample((50,))
     torch.manual_seed(5)
     res = annealed_importance_sampling(_LogTarget(), BASE, num_chains=50, betas=torch.tensor([0.0, 1.0], dtype=F64),
-              kernel="mala", adapt_step_size=False, generator=torch.Generator().manual_seed(0))
+              kernel="mala", adapt_step_size=False, warn=False, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(res.log_weights, _log_target(x0) - BASE.log_prob(x0).sum(-1))
 
 
