@@ -428,10 +428,11 @@ class _RBM(nn.Module):
         return total / sweeps, float(v.shape[0] * sweeps)
 
     def _anneal(self, v: Tensor, betas: Tensor, base_bias: Tensor, *, reverse: bool,
-                generator: torch.Generator | None) -> Tensor:
+                generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
         r"""Salakhutdinov & Murray's annealing: ``log w`` of each row of ``v``, forward (``v ~ p_A``) or
         reverse (``v`` = data, RAISE). ``log f_β(v) = -(1-β)E_vis(v; b_A) - βE_vis(v; b) +
-        Σ_j softplus(β a_j(v))`` and ``T_β`` = one block-Gibbs sweep of the intermediate RBM."""
+        Σ_j softplus(β a_j(v))`` and ``T_β`` = one block-Gibbs sweep of the intermediate RBM.
+        Returns ``(log w, final states)``."""
         w, b_vis = self.weight.detach(), self.visible_bias.detach()
         log_w = torch.zeros(v.shape[0], dtype=v.dtype, device=v.device)
         e_a = self._visible_energy(v, base_bias)
@@ -446,9 +447,12 @@ class _RBM(nn.Module):
             log_w = log_w + ((prev - beta) * (e_b - e_a) + (F.softplus(beta * a) - F.softplus(prev * a)).sum(-1))
             if not reverse:  # the weight at x_{k-1}, then x_k ~ T_k(. | x_{k-1})
                 v, e_a, e_b, a = self._gibbs_level(v, a, beta, base_bias, b_vis, w, generator)
-        return log_w
+        return log_w, v
 
-    def _gibbs_level(self, v, a, beta, base_bias, b_vis, w, generator):
+    def _gibbs_level(self, v: Tensor, a: Tensor, beta: Tensor, base_bias: Tensor, b_vis: Tensor, w: Tensor,
+                     generator: torch.Generator | None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """One sweep ``h ~ p_β(h | v)``, ``v ~ p_β(v | h)``; returns ``v`` and its ``E_vis(v; b_A)``,
+        ``E_vis(v; b)`` and hidden logits (``a`` are those of the input ``v``)."""
         h = torch.bernoulli(torch.sigmoid(beta * a), generator=generator)
         v = self._sample_visible_given((1.0 - beta) * base_bias + beta * (b_vis + h @ w.T), generator)
         return v, self._visible_energy(v, base_bias), self._visible_energy(v, b_vis), self.hidden_logits(v).detach()
@@ -545,7 +549,7 @@ class _RBM(nn.Module):
         num_chains, betas, base_bias, log_z0, _ = setup or self._ais_setup(
             num_chains, num_steps, betas, data, base_visible_bias, generator)
         v = self._sample_visible_given(base_bias.expand(num_chains, -1), generator)
-        log_w = self._anneal(v, betas, base_bias, reverse=False, generator=generator)
+        log_w, v = self._anneal(v, betas, base_bias, reverse=False, generator=generator)
         log_z, stderr, ess = log_weight_summary(log_w)
         message = ais_reliability(log_w)
         if message is not None and warn:
@@ -626,8 +630,8 @@ class _RBM(nn.Module):
                 setup = self._ais_setup(num_chains, num_steps, "linear", None, model_bias, generator)
             _, betas, base_bias, log_z0, _ = setup
             m = v.shape[0] if num_raise_points is None else min(v.shape[0], num_raise_points)
-            log_w_rev = self._anneal(v[:m].repeat_interleave(r, 0), betas, base_bias, reverse=True,
-                                     generator=generator)
+            log_w_rev, _ = self._anneal(v[:m].repeat_interleave(r, 0), betas, base_bias, reverse=True,
+                                        generator=generator)
             # log p̂(v) = -F(v) - log Z_0 - log w_rev, log-mean-exp over the r chains of each point
             neg_f = -self._free_energy(v)
             log_p = (neg_f[:m].repeat_interleave(r) - log_z0 - log_w_rev).reshape(m, r)

@@ -321,3 +321,21 @@ def test_default_ais_within_tenth_of_a_nat_at_784_x_20():
     assert abs(err) < 0.1 and abs(err) < 4 * br.lower_stderr.item(), (err, br.lower_stderr.item())
     assert br.log_z_lower - 3 * br.lower_stderr <= exact <= br.log_z_upper + 3 * br.upper_stderr
 
+
+
+def test_inverted_bracket_warns(monkeypatch):
+    """If RAISE's end lands below AIS's (the annealed model is not the RBM) the call must say so: here
+    the reverse weights are shifted by 50 nats to force it."""
+    rbm = random_rbm(8, 6, scale=0.5, seed=3)
+    v = rbm.sample(40, gibbs_steps=50, generator=torch.Generator().manual_seed(1))
+    original = rbm._anneal
+
+    def shifted(*args, reverse, **kw):
+        log_w, x = original(*args, reverse=reverse, **kw)
+        return (log_w - 50.0 if reverse else log_w), x
+
+    monkeypatch.setattr(rbm, "_anneal", shifted)
+    with pytest.warns(RuntimeWarning, match="BernoulliRBM.log_likelihood_bracket: the bracket is inverted"):
+        br = rbm.log_likelihood_bracket(v, generator=torch.Generator().manual_seed(0))
+    assert "increase num_steps" in br.warning
+    assert br.log_z_upper < br.log_z_lower - 40
