@@ -459,7 +459,7 @@ class EBM(nn.Module):
         Returns:
             ``log Ẑ`` (0-dim), or ``(log Ẑ, stderr)``.
         """
-        from probgen.infer.ais import ais
+        from probgen.infer.ais import annealed_importance_sampling as ais
 
         t = self._temperature(temperature)
         if base is None:

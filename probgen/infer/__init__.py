@@ -4,17 +4,28 @@
   xor ``potential_fn``), for :class:`pyro.infer.MCMC`;
 * :func:`run_chains` — ``C`` ULA/MALA/HMC chains of a batched potential as one tensor
   (:func:`model_potential` builds one from a Pyro model);
-* :func:`ais` — annealed importance sampling estimates of log normalising constants.
+* :func:`annealed_importance_sampling` — AIS estimates of log normalising constants (a stochastic
+  lower bound on ``log Z``) and :func:`reverse_ais` (RAISE, a stochastic lower bound on ``log p(x)``),
+  both in the module :mod:`probgen.infer.ais` (calling that module, the old ``pg.infer.ais(...)``,
+  still works with a ``DeprecationWarning``).
 
 Modules: ``langevin`` (the Pyro kernels), ``transitions`` (batched ULA/MALA/HMC steps), ``chains``
 (the batched driver), ``pyro_model`` (a Pyro model as a batched potential), ``adaptation`` (dual
-averaging, Stan's windows), ``targets`` (benchmark potentials), ``ais``.
+averaging, Stan's windows), ``targets`` (benchmark potentials), ``ais`` (AIS and RAISE).
 """
 
 from __future__ import annotations
 
 from probgen.infer.adaptation import DualAveragingStepSize, PooledWelfordVariance, adaptation_windows
-from probgen.infer.ais import AISResult, ais, ais_schedule
+from probgen.infer import ais
+from probgen.infer.ais import (
+    AISResult,
+    RAISEResult,
+    ais_reliability,
+    ais_schedule,
+    annealed_importance_sampling,
+    reverse_ais,
+)
 from probgen.infer.chains import ChainResult, run_chains
 from probgen.infer.langevin import MALA, ULA
 from probgen.infer.pyro_model import BatchedModelPotential, model_potential
@@ -36,6 +47,10 @@ __all__ = [
     "PooledWelfordVariance",
     "adaptation_windows",
     "ais",
+    "annealed_importance_sampling",
+    "reverse_ais",
     "ais_schedule",
+    "ais_reliability",
     "AISResult",
+    "RAISEResult",
 ]
