@@ -18,7 +18,7 @@ per step), so ``pyro.infer.Trace_ELBO().loss(model.model, model.guide, x)`` is a
 ``-elbo(x).sum()``. Sampling runs Algorithm 2 (ancestral), DDIM or DPM-Solver
 (:mod:`probgen.samplers.ddim`, :mod:`probgen.samplers.dpm_solver`); :meth:`DDPM.log_prob` is the exact
 likelihood of the probability-flow ODE of the VP SDE matched to the schedule
-(:class:`probgen.samplers.schedules.DiscreteVPSDE`).
+(:class:`probgen.sde.discrete.DiscreteVPSDE`).
 
 References:
     Ho, Jain & Abbeel (2020), arXiv:2006.11239; Nichol & Dhariwal (2021), arXiv:2102.09672;
@@ -58,7 +58,7 @@ from probgen.ops.shapes import append_dims, batch_sum, event_numel
 from probgen.protocol import ModelDistribution
 from probgen.samplers.ddim import sample_ancestral, sample_ddim
 from probgen.samplers.dpm_solver import sample_dpm_solver
-from probgen.samplers.schedules import DiscreteSchedule, DiscreteVPSDE, make_betas
+from probgen.sde.discrete import DiscreteSchedule, DiscreteVPSDE, make_betas
 
 __all__ = ["DDPM", "DiscretizedGaussian", "VARIANCES", "LOSS_TYPES", "SAMPLE_METHODS"]
 
@@ -174,7 +174,7 @@ class DDPM(_DiffusionBase):
 
     **Schedule.** ``β_t`` linear (``linspace(1e-4, 0.02, N)``), cosine (Nichol & Dhariwal, clipped at
     0.999) or user-given; ``ᾱ_t = ∏_{s≤t}(1-β_s)``; ``q(x_t|x_0) = N(\sqrt{ᾱ_t}x_0, (1-ᾱ_t)I)``;
-    posterior ``q(x_{t-1}|x_t,x_0) = N(μ̃_t, β̃_t I)`` (:class:`~probgen.samplers.schedules.DiscreteSchedule`).
+    posterior ``q(x_{t-1}|x_t,x_0) = N(μ̃_t, β̃_t I)`` (:class:`~probgen.sde.discrete.DiscreteSchedule`).
 
     **Network.** ``eps_net(x_t, t_index)`` with ``t_index: LongTensor[B]`` in ``{0, …, N-1}`` (step
     ``t = t_index + 1``). :meth:`log_prob` and the DPM-Solver sampler call it at the *continuous* index
@@ -297,7 +297,11 @@ class DDPM(_DiffusionBase):
         For the linear schedule with ``N = 1000`` it is ``VPSDE(beta_min=0.1, beta_max=20)`` up to ``O(β²)``
         (``|α(t) - α_VP(t)| < 1.1e-3`` on ``[0, 1]``).
         """
-        return DiscreteVPSDE(self.schedule)
+        sde = self.__dict__.get("_matched_sde")
+        if sde is None or sde.schedule is not self.schedule:
+            sde = DiscreteVPSDE(self.schedule)
+            self.__dict__["_matched_sde"] = sde
+        return sde
 
     @property
     def _device_dtype(self) -> tuple[torch.device, torch.dtype]:
@@ -646,7 +650,7 @@ class DDPM(_DiffusionBase):
 
     def _score(self, x: Tensor, t: Tensor, net: Callable) -> Tensor:
         eps = net(x, self.schedule.time_to_index(t))
-        return -eps / append_dims(self.schedule.marginal_std(t), x.dim())
+        return -eps / append_dims(self.sde.std(t), x.dim())
 
     def log_prob(
         self,

@@ -25,7 +25,7 @@ from torchdiffeq import odeint, odeint_adjoint
 
 from probgen._checks import check_choice, check_int, check_output_shape, check_positive, check_tensor
 from probgen.data.digits import bits_per_dim
-from probgen.ops.divergence import DIVERGENCE_METHODS, PROBE_NOISES, divergence, sample_probes
+from probgen.ops.trace import DIVERGENCE_METHODS, PROBE_NOISES, divergence, sample_probes
 from probgen.samplers.base import _check_eps, _check_sde
 from probgen.samplers.ode import _solver_options
 from probgen.sde.base import SDE, ScoreFn
@@ -57,7 +57,7 @@ class _AugmentedDynamics(nn.Module):
         time = t.to(x.dtype).clamp(0.0, self.sde.T).expand(x.shape[0])
 
         def velocity(y: Tensor) -> Tensor:
-            return self.sde._reverse_drift(self.score_fn, y, time, weight=0.5)
+            return self.sde.reverse_f(self.score_fn, y, time, weight=0.5)
 
         v, div = divergence(velocity, x, method=self.trace, probes=self.probes,
                             create_graph=torch.is_grad_enabled())

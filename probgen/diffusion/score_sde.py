@@ -220,7 +220,7 @@ class ScoreSDE(_DiffusionBase):
         """Unchecked score: ``net`` output, divided by ``-σ(t)`` for the noise parameterisation."""
         out = net(x, t)
         if self.parameterization == "noise":
-            std = self.sde._marginal_std(t)
+            std = self.sde.std(t)
             return -out / append_dims(std, x.dim())
         return out
 

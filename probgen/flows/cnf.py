@@ -11,7 +11,7 @@ The instantaneous change of variables (Chen et al., 2018, arXiv:1806.07366) give
 so the log-determinant is one extra ODE state integrated alongside ``x``. The trace is exact
 (``D`` batched vector–Jacobian products) or Hutchinson's unbiased estimate ``E[vᵀ J v]`` with probes
 ``v`` held fixed over one solve (Grathwohl et al., 2019, arXiv:1810.01367). Both come from
-:func:`probgen.ops.divergence.divergence`, shared with the probability-flow ODE likelihood.
+:func:`probgen.ops.divergence`, shared with the probability-flow ODE likelihood.
 Gradients go through :func:`torchdiffeq.odeint_adjoint` (memory constant in the number of solver
 steps) or, with ``adjoint=False``, by backpropagating through the solver.
 """
@@ -27,7 +27,7 @@ from pyro.distributions.torch_transform import TransformModule
 from torch import Tensor, nn
 
 from probgen._checks import check_choice, check_int, check_positive, check_tensor
-from probgen.ops.divergence import DIVERGENCE_METHODS, PROBE_NOISES, divergence, sample_probes
+from probgen.ops.trace import DIVERGENCE_METHODS, PROBE_NOISES, divergence, sample_probes
 
 __all__ = ["CNFTransform", "ODE_METHODS"]
 

@@ -1,6 +1,6 @@
 """Tensor operations shared by every family: shape helpers and divergence estimators."""
 
-from probgen.ops.divergence import DIVERGENCE_METHODS, PROBE_NOISES, divergence, divergence_fn, sample_probes
+from probgen.ops.trace import DIVERGENCE_METHODS, PROBE_NOISES, divergence, divergence_fn, sample_probes
 from probgen.ops.shapes import (
     append_dims,
     batch_mean,

@@ -14,11 +14,10 @@ from __future__ import annotations
 
 from probgen.samplers.annealed import annealed_langevin, geometric_sigmas
 from probgen.samplers.base import SampleResult
-from probgen.samplers.langevin import langevin
+from probgen.samplers.unadjusted import langevin
 from probgen.samplers.ode import ADAPTIVE_METHODS, FIXED_STEP_METHODS, ODE_METHODS, sample_ode
 from probgen.samplers.pc import CORRECTORS, PREDICTORS, sample_pc
 from probgen.samplers.sde import SDE_METHODS, sample_sde
-from probgen.samplers.schedules import DiscreteSchedule, DiscreteVPSDE, cosine_betas, linear_betas, make_betas
 from probgen.samplers.ddim import ddim_invert, sample_ancestral, sample_ddim
 from probgen.samplers.dpm_solver import sample_dpm_solver
 
@@ -27,11 +26,6 @@ __all__ = [
     "sample_ddim",
     "ddim_invert",
     "sample_dpm_solver",
-    "DiscreteSchedule",
-    "DiscreteVPSDE",
-    "linear_betas",
-    "cosine_betas",
-    "make_betas",
     "SampleResult",
     "sample_sde",
     "sample_pc",
@@ -46,3 +40,19 @@ __all__ = [
     "PREDICTORS",
     "CORRECTORS",
 ]
+
+
+_MOVED_TO_SDE = ("DiscreteSchedule", "DiscreteVPSDE", "linear_betas", "cosine_betas", "make_betas")
+
+
+def __getattr__(name: str):
+    """Deprecated aliases: the DDPM schedules moved to :mod:`probgen.sde`."""
+    if name in _MOVED_TO_SDE:
+        import warnings
+
+        import probgen.sde as _sde
+
+        warnings.warn(f"probgen.samplers.{name} is deprecated: use probgen.sde.{name}", DeprecationWarning,
+                      stacklevel=2)
+        return getattr(_sde, name)
+    raise AttributeError(f"module 'probgen.samplers' has no attribute {name!r}")

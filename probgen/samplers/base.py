@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from probgen._checks import _as_real, check_output_shape, check_tensor
-from probgen.sde.base import SDE, _check_shape
+from probgen.sde.base import SDE, check_sample_shape
 
 __all__ = ["SampleResult", "Callback"]
 
@@ -89,7 +89,7 @@ def _initial_state(
     dtype: torch.dtype | None,
 ) -> Tensor:
     """``x_init`` if given (checked against ``shape``), else a draw from the prior ``p_T``."""
-    shape = _check_shape("shape", shape)
+    shape = check_sample_shape("shape", shape)
     if x_init is None:
         dtype = dtype if dtype is not None else torch.get_default_dtype()
         return sde.prior_sample(shape, generator=generator, device=device, dtype=dtype)

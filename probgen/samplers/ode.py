@@ -120,7 +120,7 @@ def sample_ode(
     def velocity(t: Tensor, x: Tensor) -> Tensor:
         # the first-step heuristic of adaptive solvers may probe a time outside [eps, T]: clamp
         time = t.to(x.dtype).clamp(0.0, sde.T).expand(x.shape[0])
-        return sde._reverse_drift(score, x, time, weight=0.5)
+        return sde.reverse_f(score, x, time, weight=0.5)
 
     num_out = steps + 1 if (callback is not None and steps is not None) else 2
     ts = torch.linspace(sde.T, eps, num_out, dtype=x.dtype, device=x.device)
@@ -131,5 +131,5 @@ def sample_ode(
     x = xs[-1]
     if denoise:
         t_end = _time(x, eps)
-        x = sde._tweedie(score(x, t_end), x, t_end)
+        x = sde.tweedie(score(x, t_end), x, t_end)
     return SampleResult(samples=x, nfe=score.calls, info={"method": method, "steps": steps, "eps": eps})

@@ -74,23 +74,23 @@ class VPSDE(SDE):
     def _log_mean_coeff(self, t: Tensor) -> Tensor:
         return -0.25 * t**2 * (self.beta_max - self.beta_min) - 0.5 * t * self.beta_min
 
-    def _drift(self, x: Tensor, t: Tensor) -> Tensor:
+    def f(self, x: Tensor, t: Tensor) -> Tensor:
         return -0.5 * append_dims(self._beta(t), x.dim()) * x
 
-    def _diffusion(self, t: Tensor) -> Tensor:
+    def g(self, t: Tensor) -> Tensor:
         return self._beta(t).sqrt()
 
-    def _marginal_scale(self, t: Tensor) -> Tensor:
+    def mean_scale(self, t: Tensor) -> Tensor:
         return self._log_mean_coeff(t).exp()
 
-    def _marginal_std(self, t: Tensor) -> Tensor:
+    def std(self, t: Tensor) -> Tensor:
         return (-torch.expm1(2.0 * self._log_mean_coeff(t))).clamp_min(0.0).sqrt()
 
-    def _discretize(self, x: Tensor, t: Tensor, dt: float) -> tuple[Tensor, Tensor]:
+    def step_coefficients(self, x: Tensor, t: Tensor, dt: float) -> tuple[Tensor, Tensor]:
         # DDPM step x_i = sqrt(1 - beta_i) x_{i-1} + sqrt(beta_i) z with beta_i = beta(t) dt.
         beta_i = (self._beta(t) * dt).clamp(max=1.0)
         f = append_dims(torch.sqrt(1.0 - beta_i) - 1.0, x.dim()) * x
         return f, beta_i.sqrt()
 
-    def _discrete_alpha(self, t: Tensor, dt: float) -> Tensor:
+    def corrector_alpha(self, t: Tensor, dt: float) -> Tensor:
         return 1.0 - (self._beta(t) * dt).clamp(max=1.0)

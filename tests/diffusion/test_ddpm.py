@@ -16,7 +16,7 @@ import torch
 from torch.distributions import MultivariateNormal
 
 from probgen.diffusion.ddpm import DDPM, DiscretizedGaussian
-from probgen.samplers.schedules import DiscreteSchedule
+from probgen.sde.discrete import DiscreteSchedule, DiscreteVPSDE
 
 DT = torch.float64
 MU = torch.tensor([1.0, -0.5], dtype=DT)
@@ -26,9 +26,11 @@ SIGMA = torch.tensor([[1.0, 0.6], [0.6, 0.61]], dtype=DT)
 def gaussian_eps(schedule: DiscreteSchedule):
     """Optimal ε̂ for N(MU, SIGMA) data; accepts integer or continuous indices (ᾱ by the schedule's interpolation)."""
 
+    sde = DiscreteVPSDE(schedule)  # the DDPM's continuous-time bridge (exact ᾱ at the steps)
+
     def eps(x, index):
         t = schedule.index_to_time(index).to(x.dtype)
-        abar = schedule.marginal_alpha(t) ** 2
+        abar = sde.mean_scale(t) ** 2
         cov = abar[:, None, None] * SIGMA + (1 - abar)[:, None, None] * torch.eye(2, dtype=DT)
         r = x - abar.sqrt()[:, None] * MU
         return (1 - abar).sqrt()[:, None] * torch.linalg.solve(cov, r.unsqueeze(-1)).squeeze(-1)

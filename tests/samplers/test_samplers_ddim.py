@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from probgen.samplers.ddim import ddim_invert, sample_ancestral, sample_ddim
-from probgen.samplers.schedules import (
+from probgen.sde.discrete import (
     DiscreteSchedule,
     DiscreteVPSDE,
     cosine_betas,
@@ -162,7 +162,7 @@ def test_ddim_errors(kwargs, error, match):
 
 def test_sampler_entry_errors():
     s = DiscreteSchedule(linear_betas(10))
-    with pytest.raises(TypeError, match="schedule must be a probgen.samplers.schedules.DiscreteSchedule"):
+    with pytest.raises(TypeError, match="schedule must be a probgen.sde.discrete.DiscreteSchedule"):
         sample_ddim(lambda x, i: x, "linear", (2, 2))
     with pytest.raises(ValueError, match="unknown variance 'big'; valid choices: 'beta', 'beta_tilde'"):
         sample_ancestral(lambda x, i: x, s, (2, 2), variance="big")
