@@ -260,10 +260,10 @@ def uniform_timesteps(num_steps: int, steps: int, *, device: torch.device | str 
 
 
 def _pchip_slopes(y: Tensor, h: float) -> Tensor:
-    """Fritsch–Carlson slopes of the monotone cubic Hermite interpolant through ``(i h, y_i)``.
+    """Fritsch–Carlson slopes of the monotone C¹ cubic Hermite interpolant through ``(i h, y_i)``.
 
     Interior slopes are the harmonic mean of the neighbouring secants (zero where they change sign),
-    end slopes the end secants; the interpolant is then C¹ and monotone wherever the data are.
+    end slopes the end secants.
     """
     d = (y[1:] - y[:-1]) / h
     m = torch.empty_like(y)
@@ -271,6 +271,42 @@ def _pchip_slopes(y: Tensor, h: float) -> Tensor:
     prod = d[:-1] * d[1:]
     m[1:-1] = torch.where(prod > 0, 2.0 * prod / (d[:-1] + d[1:]), torch.zeros_like(prod))
     return m
+
+
+def _spline_slopes(y: Tensor, h: float) -> Tensor:
+    """Knot slopes of the C² cubic spline through ``(i h, y_i)``, clamped to the end secants.
+
+    Solves ``m_{i-1} + 4 m_i + m_{i+1} = 3 (y_{i+1} - y_{i-1}) / h`` (Thomas algorithm, float64).
+    """
+    values = y.tolist()
+    n = len(values) - 1
+    m = [0.0] * (n + 1)
+    m[0], m[n] = (values[1] - values[0]) / h, (values[n] - values[n - 1]) / h
+    if n >= 2:
+        rhs = [3.0 * (values[i + 1] - values[i - 1]) / h for i in range(1, n)]
+        rhs[0] -= m[0]
+        rhs[-1] -= m[n]
+        diag, r = [4.0] * (n - 1), rhs
+        for i in range(1, n - 1):  # forward elimination of the unit sub-diagonal
+            w = 1.0 / diag[i - 1]
+            diag[i] -= w
+            r[i] -= w * r[i - 1]
+        m[n - 1] = r[-1] / diag[-1]
+        for i in range(n - 3, -1, -1):
+            m[i + 1] = (r[i] - m[i + 2]) / diag[i]
+    return torch.tensor(m, dtype=y.dtype)
+
+
+def _smooth_slopes(y: Tensor, h: float) -> Tensor:
+    """The C² spline's slopes when it keeps ``y`` monotone (``β(t) > 0``), else the C¹ monotone ones."""
+    m = _spline_slopes(y, h)
+    d = (y[1:] - y[:-1]) / h
+    # a cubic Hermite piece is monotone when its end slopes have the secant's sign and at most 3 times
+    # its size (Fritsch & Carlson's sufficient condition)
+    a, b = m[:-1] / d, m[1:] / d
+    if bool(((a >= 0) & (b >= 0) & (a <= 3) & (b <= 3)).all()):
+        return m
+    return _pchip_slopes(y, h)
 
 
 class DiscreteVPSDE(SDE):
@@ -281,9 +317,11 @@ class DiscreteVPSDE(SDE):
         dx = -\tfrac12 β(t) x\,dt + \sqrt{β(t)}\,dw,\qquad β(t) = -2\,\frac{d \log α(t)}{dt},
 
     so ``p_t(x_t | x_0) = N(α(t) x_0, σ(t)^2 I)`` with ``α(i/N)^2 = ᾱ_i``. By default (``interpolation="cubic"``)
-    ``log α`` is the monotone C¹ cubic (Fritsch–Carlson) through the knots ``(i/N, ½ log ᾱ_i)``: ``β(t)`` is
-    then continuous and positive, so an adaptive ODE solver converges with its tolerance (a piecewise
-    constant ``β`` with ``N`` jumps leaves an error floor of about 1e-2 nats that no tolerance removes).
+    ``log α`` is the C² cubic spline through the knots ``(i/N, ½ log ᾱ_i)`` (clamped to the end secants;
+    where that spline would not be monotone, as for a clipped cosine schedule, the monotone C¹
+    Fritsch–Carlson cubic): ``β(t)`` is then continuous (C¹ for the spline) and positive, so an adaptive
+    ODE solver converges with its tolerance (a piecewise constant ``β`` with ``N`` jumps leaves an
+    error floor of about 1e-2 nats that no tolerance removes).
     ``interpolation="linear"`` gives the piecewise-linear ``log α`` of :class:`DiscreteSchedule`
     (``β(t) = -N log(1 - β_i)`` on ``((i-1)/N, i/N]``). Either way ``β(t) ≈ N β_t``, the ``N → ∞`` limit of
     Song et al. (2021). This is the probability-flow ODE a DDPM's likelihood is computed with
@@ -309,7 +347,7 @@ class DiscreteVPSDE(SDE):
         self.schedule = betas if isinstance(betas, DiscreteSchedule) else DiscreteSchedule(betas)
         self.interpolation = check_choice("interpolation", interpolation, self.INTERPOLATIONS)
         self._h = 1.0 / self.schedule.num_steps
-        self._slopes = _pchip_slopes(self.schedule.log_alpha_grid, self._h)
+        self._slopes = _smooth_slopes(self.schedule.log_alpha_grid, self._h)
 
     def config(self) -> dict[str, Any]:
         cfg: dict[str, Any] = {"betas": self.schedule.betas.tolist()}
