@@ -58,6 +58,7 @@ from probgen.ops.shapes import append_dims, batch_sum, event_numel
 from probgen.protocol import ModelDistribution
 from probgen.samplers.ddim import sample_ancestral, sample_ddim
 from probgen.samplers.dpm_solver import sample_dpm_solver
+from probgen.samplers.karras import KARRAS_SAMPLERS
 from probgen.sde.discrete import DiscreteSchedule, DiscreteVPSDE, make_betas
 
 __all__ = ["DDPM", "DiscretizedGaussian", "VARIANCES", "LOSS_TYPES", "SAMPLE_METHODS"]
@@ -68,7 +69,7 @@ VARIANCES: tuple[str, ...] = ("beta", "beta_tilde", "analytic")
 LOSS_TYPES: tuple[str, ...] = ("simple", "vlb", "hybrid")
 """Training objectives of :meth:`DDPM.loss`."""
 
-SAMPLE_METHODS: tuple[str, ...] = ("ancestral", "ddim", "dpm-solver")
+SAMPLE_METHODS: tuple[str, ...] = ("ancestral", "ddim", "dpm-solver", *KARRAS_SAMPLERS)
 """Methods of :meth:`DDPM.sample`."""
 
 _BPD_METHODS: tuple[str, ...] = ("elbo", "ode")
@@ -580,6 +581,9 @@ class DDPM(_DiffusionBase):
         * ``"dpm-solver"``: :func:`probgen.samplers.dpm_solver.sample_dpm_solver` with ``steps``
           evaluations (default 20); ``**opts``: ``order``, ``method`` (``"multistep"``/``"singlestep"``),
           ``algorithm``, ``time_grid_type``, ...
+        * ``"euler"``, ``"heun"``, ``"euler-ancestral"``, ``"dpm++2m"``, ``"reverse-sde"``, ``"pc-sigma"``,
+          ``"annealed-langevin-sigma"``: the σ-space samplers of :mod:`probgen.samplers.karras` on
+          :meth:`denoiser` (Karras ρ = 7 grid with ``steps`` levels, default 18; ``**opts`` go to the sampler);
 
         Args:
             num_samples: ``B >= 1``.
@@ -602,6 +606,14 @@ class DDPM(_DiffusionBase):
             steps = check_int("steps", steps, minimum=1, maximum=self.num_steps)
         if method != "ddim" and eta != 0.0:
             raise ValueError(f"eta applies to method='ddim', got method={method!r}")
+        if method in KARRAS_SAMPLERS:
+            if x_init is not None or clip_x0 is not None:
+                raise ValueError(f"x_init and clip_x0 apply to 'ancestral', 'ddim' and 'dpm-solver', got method={method!r}")
+            net_device, net_dtype = self._device_dtype
+            samples, nfe = self._sample_sigma(num_samples, method=method, steps=steps, generator=generator,
+                                              use_ema=use_ema, device=device if device is not None else net_device,
+                                              dtype=dtype if dtype is not None else net_dtype, **opts)
+            return (samples, nfe) if return_nfe else samples
         if method != "dpm-solver" and opts:
             raise TypeError(f"unexpected options {sorted(opts)} for method={method!r} (they apply to 'dpm-solver')")
         net_device, net_dtype = self._device_dtype
@@ -647,6 +659,14 @@ class DDPM(_DiffusionBase):
         if bool((t <= 0).any()) or bool((t > 1).any()):
             raise ValueError("t must lie in (0, 1] (σ(0) = 0)")
         return self._score(x, t.to(x), self._pick_net(use_ema))
+
+    def _make_denoiser(self, net: Callable) -> Any:
+        from probgen.samplers.denoiser import PathDenoiser
+
+        def eps(x: Tensor, t: Tensor) -> Tensor:
+            return net(x, self.schedule.time_to_index(t))
+
+        return PathDenoiser(self.sde, eps, prediction="eps", t_min=1.0 / self.num_steps, t_max=1.0)
 
     def _score(self, x: Tensor, t: Tensor, net: Callable) -> Tensor:
         eps = net(x, self.schedule.time_to_index(t))

@@ -1,4 +1,12 @@
-"""Functional samplers over a score (k-diffusion style): one shared signature, no progress bars.
+"""Samplers as short functions (k-diffusion style), no progress bars.
+
+On the σ-space denoiser every diffusion-type family exposes (``model.denoiser()``, :mod:`probgen.samplers.denoiser`),
+one signature ``sample_<name>(model, x, sigmas, *, callback=None, generator=None, ...)``
+(:mod:`probgen.samplers.karras`): :func:`sample_euler` (DDIM), :func:`sample_heun` (EDM),
+:func:`sample_euler_ancestral` (ancestral / DDIM-η), :func:`sample_dpmpp_2m` (DPM-Solver++),
+:func:`sample_reverse_sde`, :func:`sample_predictor_corrector`, :func:`sample_annealed_langevin`.
+
+The earlier samplers over a score and an SDE (or a DDPM schedule) keep their own signature:
 
 ``sampler(score_fn, sde_or_schedule, shape, *, steps=..., generator=None, callback=None, ...)``
 returns a :class:`SampleResult` ``(samples, nfe, info)``:
@@ -20,8 +28,35 @@ from probgen.samplers.pc import CORRECTORS, PREDICTORS, sample_pc
 from probgen.samplers.sde import SDE_METHODS, sample_sde
 from probgen.samplers.ddim import ddim_invert, sample_ancestral, sample_ddim
 from probgen.samplers.dpm_solver import sample_dpm_solver
+from probgen.samplers.denoiser import PREDICTIONS, Denoiser, PathDenoiser, denoiser_log_prob
+from probgen.samplers.karras import (
+    KARRAS_SAMPLERS,
+    karras_sigmas,
+    sample_annealed_langevin,
+    sample_denoiser,
+    sample_dpmpp_2m,
+    sample_euler,
+    sample_euler_ancestral,
+    sample_heun,
+    sample_predictor_corrector,
+    sample_reverse_sde,
+)
 
 __all__ = [
+    "Denoiser",
+    "PathDenoiser",
+    "PREDICTIONS",
+    "denoiser_log_prob",
+    "karras_sigmas",
+    "sample_denoiser",
+    "sample_euler",
+    "sample_heun",
+    "sample_euler_ancestral",
+    "sample_dpmpp_2m",
+    "sample_reverse_sde",
+    "sample_predictor_corrector",
+    "sample_annealed_langevin",
+    "KARRAS_SAMPLERS",
     "sample_ancestral",
     "sample_ddim",
     "ddim_invert",

@@ -386,6 +386,23 @@ class DiscreteVPSDE(SDE):
             return self.schedule.continuous_beta(t)
         return (-2.0 * self._log_alpha_and_rate(t)[1]).clamp_min(0.0)
 
+    def time_of_sigma(self, sigma: Tensor) -> Tensor:
+        """The time with ``σ(t)/α(t) = sigma``: ``log α(t) = -½ log(1 + σ²)``, by Newton on the interpolant.
+
+        Starts from the piecewise-linear inverse over the knots; ``β(t) > 0`` makes ``log α`` strictly
+        decreasing, so a few Newton steps reach float precision. Clamped to ``[0, 1]``.
+        """
+        target = -0.5 * torch.log1p(sigma**2)
+        xp = -self.schedule.log_alpha_grid.to(device=sigma.device, dtype=sigma.dtype)
+        fp = self.schedule.t_grid.to(device=sigma.device, dtype=sigma.dtype)
+        t = _interp(-target, xp, fp).clamp(0.0, 1.0)
+        if self.interpolation == "linear":
+            return t
+        for _ in range(6):
+            value, rate = self._log_alpha_and_rate(t)
+            t = (t - (value - target) / rate.clamp(max=-1e-12)).clamp(0.0, 1.0)
+        return t
+
     def f(self, x: Tensor, t: Tensor) -> Tensor:
         return -0.5 * append_dims(self._beta(t), x.dim()) * x
 

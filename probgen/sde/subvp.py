@@ -39,6 +39,11 @@ class SubVPSDE(VPSDE):
         True
     """
 
+    def time_of_sigma(self, sigma: Tensor) -> Tensor:
+        """The time with ``(1 - α²) / α = sigma``: ``α = (√(σ² + 4) - σ) / 2``."""
+        alpha = 0.5 * ((sigma**2 + 4.0).sqrt() - sigma)
+        return self._time_of_log_alpha(alpha.log()).clamp(0.0, self.T)
+
     def g(self, t: Tensor) -> Tensor:
         discount = -torch.expm1(4.0 * self._log_mean_coeff(t))
         return (self._beta(t) * discount).clamp_min(0.0).sqrt()

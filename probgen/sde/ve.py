@@ -69,6 +69,10 @@ class VESDE(SDE):
     def _sigma(self, t: Tensor) -> Tensor:
         return self.sigma_min * torch.exp(t * self._log_ratio)
 
+    def time_of_sigma(self, sigma: Tensor) -> Tensor:
+        """The time with ``sigma(t) = sigma``, clamped to ``[0, T]``."""
+        return (torch.log(sigma / self.sigma_min) / self._log_ratio).clamp(0.0, self.T)
+
     def f(self, x: Tensor, t: Tensor) -> Tensor:
         return torch.zeros_like(x)
 

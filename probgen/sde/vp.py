@@ -74,6 +74,15 @@ class VPSDE(SDE):
     def _log_mean_coeff(self, t: Tensor) -> Tensor:
         return -0.25 * t**2 * (self.beta_max - self.beta_min) - 0.5 * t * self.beta_min
 
+    def _time_of_log_alpha(self, log_alpha: Tensor) -> Tensor:
+        # solve (beta_max - beta_min)/4 t^2 + beta_min/2 t + log_alpha = 0 for t >= 0
+        delta = self.beta_max - self.beta_min
+        return (-0.5 * self.beta_min + (0.25 * self.beta_min**2 - delta * log_alpha).sqrt()) / (0.5 * delta)
+
+    def time_of_sigma(self, sigma: Tensor) -> Tensor:
+        """The time with ``std(t) / mean_scale(t) = sigma`` (closed form; σ-space samplers), clamped to ``[0, T]``."""
+        return self._time_of_log_alpha(-0.5 * torch.log1p(sigma**2)).clamp(0.0, self.T)
+
     def f(self, x: Tensor, t: Tensor) -> Tensor:
         return -0.5 * append_dims(self._beta(t), x.dim()) * x
 

@@ -277,8 +277,8 @@ def test_call_errors():
     model = DDPM((2,), 10, net_options={"hidden": [8]})
     with pytest.raises(ValueError, match=r"x must have shape \(batch, 2\), got \(4, 3\)"):
         model.loss(torch.randn(4, 3))
-    with pytest.raises(ValueError, match="unknown method 'euler'; valid choices: 'ancestral', 'ddim', 'dpm-solver'"):
-        model.sample(2, method="euler")
+    with pytest.raises(ValueError, match="unknown method 'nope'; valid choices: 'ancestral', 'ddim', 'dpm-solver', 'euler', 'heun'"):
+        model.sample(2, method="nope")
     with pytest.raises(ValueError, match="steps must be <= 10"):
         model.sample(2, method="ddim", steps=11)
     with pytest.raises(ValueError, match="steps must be >= 1"):

@@ -71,13 +71,14 @@ def test_continuous_interpolation_and_lambda_inverse():
     grid = torch.arange(1, 101, dtype=DT) / 100
     assert torch.allclose(s.marginal_alpha(grid) ** 2, s.alphas_cumprod)
     assert torch.allclose(s.time_to_index(grid), torch.arange(100, dtype=DT))
-    # d log α / dt = -β(t)/2 inside a segment
-    sde = DiscreteVPSDE(s)
+    # d log α / dt = -β(t)/2 inside a segment (the piecewise-linear bridge; the default one is a smooth spline)
+    sde = DiscreteVPSDE(s, interpolation="linear")
     h = 1e-6
     tt = torch.tensor([0.4567], dtype=DT)
     slope = (s.marginal_log_mean_coeff(tt + h) - s.marginal_log_mean_coeff(tt - h)) / (2 * h)
     assert torch.allclose(slope, -0.5 * sde.beta(tt))
     assert DiscreteVPSDE(**sde.config()).schedule.num_steps == 100
+    assert DiscreteVPSDE(**sde.config()).interpolation == "linear"
 
 
 def test_uniform_timesteps():
