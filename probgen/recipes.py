@@ -645,6 +645,9 @@ RECIPES: dict[str, type[Recipe]] = {
     "gan": GANRecipe,
     "wgan-gp": WGANGPRecipe,
 }
+from probgen.flows.recipe_fm import FlowMatchingRecipe  # noqa: E402  (h8: lead moves this into the registry)
+
+RECIPES["fm"] = FlowMatchingRecipe
 
 
 def names() -> list[str]:

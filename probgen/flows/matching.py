@@ -222,7 +222,9 @@ class FlowMatching(nn.Module):
     def denoiser(self) -> PathDenoiser:
         """The σ-space denoiser (:class:`probgen.samplers.Denoiser`) of the learned velocity, for the
         samplers of :mod:`probgen.samplers.karras` (``x̂_0 = (σ' x_t - σ v) / (σ' α - σ α')``)."""
-        return PathDenoiser(self.path, self._velocity, prediction="velocity", t_min=1e-3, t_max=1.0 - 1e-3)
+        # σ̃ = σ/α in [0.002, 80], EDM's range: t_max = t(80) (the σ̃ of t -> 1 is infinite)
+        t_min, t_max = (float(self.path.time_of_sigma(torch.tensor(s, dtype=torch.float64))) for s in (0.002, 80.0))
+        return PathDenoiser(self.path, self._velocity, prediction="velocity", t_min=t_min, t_max=t_max)
 
     def sample(self, num_samples: int, *, method: str = "dopri5", steps: int | None = None, rtol: float = 1e-5,
                atol: float = 1e-5, generator: torch.Generator | None = None, return_nfe: bool = False,

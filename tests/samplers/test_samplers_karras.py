@@ -77,8 +77,41 @@ def ddpm():
     return model
 
 
-FAMILIES = {"scoresde-vp": scoresde_vp, "scoresde-ve": scoresde_ve, "ddpm": ddpm}
-VE_TYPE = {"scoresde-ve"}
+def edm():
+    from probgen.diffusion import EDM, edm_preconditioning
+
+    model = EDM(2, net_options={"hidden": [4]})
+
+    class ExactF(nn.Module):
+        def forward(self, x_in, c_noise):
+            sigma = (4 * c_noise).exp()
+            c_skip, c_out, c_in, _ = edm_preconditioning(sigma, model.sigma_data)
+            x = x_in / c_in[:, None]
+            x0 = MU + S2 / (S2 + sigma[:, None] ** 2) * (x - MU)
+            return (x0 - c_skip[:, None] * x) / c_out[:, None]
+
+    model.net = ExactF()
+    return model
+
+
+def flow_matching():
+    from probgen.flows import FlowMatching
+
+    model = FlowMatching(2, net_options={"hidden": [4]})
+    path = model.path
+
+    class ExactVelocity(nn.Module):
+        def forward(self, x, t):
+            x0, eps = path_coeffs(x, path.mean_scale(t), path.std(t))
+            return path.d_mean_scale(t)[:, None] * x0 + path.d_std(t)[:, None] * eps
+
+    model.net = ExactVelocity()
+    return model
+
+
+FAMILIES = {"scoresde-vp": scoresde_vp, "scoresde-ve": scoresde_ve, "ddpm": ddpm, "edm": edm,
+            "flow-matching": flow_matching}
+VE_TYPE = {"scoresde-ve", "edm"}
 
 # sampler -> (function, steps on the Karras grid, options)
 SAMPLERS = {
@@ -126,9 +159,9 @@ def test_every_sampler_on_every_family(family, sampler):
 def test_models_sample_with_heun_and_dpm_solver_pp(family):
     model = FAMILIES[family]()
     for method, steps, nfe in (("heun", 40, 79), ("dpm++2m", 40, 40)):
+        kw = {"dtype": DT} if family in ("ddpm", "edm") else {}
         x, used = model.sample(N, method=method, steps=steps, generator=torch.Generator().manual_seed(1),
-                               dtype=DT, return_nfe=True) if family == "ddpm" else \
-            model.sample(N, method=method, steps=steps, generator=torch.Generator().manual_seed(1), return_nfe=True)
+                               return_nfe=True, **kw)
         check_moments(x.to(DT), f"{family}/{method}")
         assert used == nfe
 
