@@ -647,7 +647,10 @@ RECIPES: dict[str, type[Recipe]] = {
 }
 from probgen.flows.recipe_fm import FlowMatchingRecipe  # noqa: E402  (h8: lead moves this into the registry)
 
+from probgen.diffusion.recipe_edm import EDMRecipe  # noqa: E402  (h8: lead moves this into the registry)
+
 RECIPES["fm"] = FlowMatchingRecipe
+RECIPES["edm"] = EDMRecipe
 
 
 def names() -> list[str]:
