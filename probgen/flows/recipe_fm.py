@@ -21,7 +21,7 @@ class FlowMatchingRecipe(Recipe):
     max_eval_points = 2000
     flatten = True
     defaults = {
-        "toy2d": {"steps": 3000, "batch_size": 256, "lr": 2e-3, "lr_schedule": "cosine"},
+        "toy2d": {"steps": 8000, "batch_size": 256, "lr": 2e-3, "lr_schedule": "cosine"},
         "default": {"steps": 4000, "batch_size": 256, "lr": 1e-3, "lr_schedule": "cosine"},
     }
 
