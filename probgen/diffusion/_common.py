@@ -167,6 +167,14 @@ class _DiffusionBase(nn.Module):
         if self.ema_net is not None:
             self.update_ema()
 
+    def score_fn(self, *, use_ema: bool | None = None) -> Callable[[Tensor, Tensor], Tensor]:
+        """The model's score as an unvalidated function ``(x, t) -> s_θ(x, t)`` for inner loops.
+
+        ``model.score`` checks its arguments on every call; a sampler or ODE solver checks once at its
+        entry and then calls this (a contract checked once, not on every step).
+        """
+        return functools.partial(self._score, net=self._pick_net(use_ema))
+
     def denoiser(self, *, use_ema: bool | None = None) -> Any:
         """The σ-space denoiser ``D(x, σ) ≈ E[x_0 | x]`` of this model (:class:`probgen.samplers.Denoiser`).
 

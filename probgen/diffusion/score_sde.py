@@ -227,14 +227,6 @@ class ScoreSDE(_DiffusionBase):
             return -out / append_dims(std, x.dim())
         return out
 
-    def score_fn(self, *, use_ema: bool | None = None) -> Callable[[Tensor, Tensor], Tensor]:
-        """The model's score as an unvalidated function ``(x, t) -> s_θ(x, t)`` for inner loops.
-
-        :meth:`score` checks its arguments on every call; a sampler or ODE solver checks once at its
-        entry and then calls this (issue 16: a contract checked once, not on every step).
-        """
-        return functools.partial(self._score, net=self._pick_net(use_ema))
-
     def _score_fn(self, use_ema: bool | None = None) -> Callable[[Tensor, Tensor], Tensor]:
         return self.score_fn(use_ema=use_ema)
 
