@@ -29,8 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from probgen._checks import check_choice, check_int, check_positive, check_tensor
-from probgen._checks import check_event_shape
+from probgen._checks import check_choice, check_event_shape, check_int, check_positive, check_tensor
 from probgen.diffusion._common import _build_net, _check_ema_decay, _check_shape_tuple, _DiffusionBase
 from probgen.ops.ode import ODESolver
 from probgen.ops.shapes import append_dims, batch_sum, event_numel
