@@ -8,7 +8,7 @@ drift ``f - ½ g² s`` with one network call and the Hutchinson divergence with 
 under ``torch.enable_grad`` (``autograd.grad`` of ``sum(v · ε)``), and converts back to numpy.
 
 Both sides get the same score network, the same data, the same SDE, ``eps``, ``rtol = atol`` and the
-same Hutchinson probes (drawn with :func:`probgen.ops.divergence.sample_probes` from one seed), so the
+same Hutchinson probes (drawn with :func:`probgen.ops.sample_probes` from one seed), so the
 two log-likelihoods agree up to the solvers' tolerances. probgen integrates with torchdiffeq's
 ``dopri5`` (same Dormand–Prince 5(4) pair as RK45) without leaving torch.
 
@@ -39,7 +39,7 @@ import torch  # noqa: E402
 
 import probgen as pg  # noqa: E402
 from probgen.diffusion import ode_log_prob  # noqa: E402
-from probgen.ops.divergence import divergence, sample_probes  # noqa: E402
+from probgen.ops.trace import divergence, sample_probes  # noqa: E402
 
 try:
     from benchmarks.common import script_main, warm_up, Section, Stopwatch, optional_import, time_call  # noqa: E402
@@ -124,7 +124,7 @@ def make_problem(dim: int, *, quick: bool, device: str) -> tuple[str, pg.diffusi
 
 def _profile(fn) -> tuple[str, float]:
     """cProfile of ``fn()``: the top functions by own time, and the share of the time spent inside the
-    right-hand side (``probgen.ops.divergence.divergence``: network, VJP and probe product)."""
+    right-hand side (``probgen.ops.divergence``: network, VJP and probe product)."""
     prof = cProfile.Profile()
     prof.enable()
     start = time.perf_counter()

@@ -96,6 +96,8 @@ FAMILIES: dict[str, str] = {
     "made": "probgen.flows:MADE",
     "gan": "probgen.gan:GAN",
     "wgan-gp": "probgen.gan:WGANGP",
+    "flow-matching": "probgen.flows:FlowMatching",
+    "edm": "probgen.diffusion:EDM",
 }
 
 _SAFE_SCALARS = (str, int, float, bool, type(None))

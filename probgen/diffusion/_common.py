@@ -167,6 +167,34 @@ class _DiffusionBase(nn.Module):
         if self.ema_net is not None:
             self.update_ema()
 
+    def score_fn(self, *, use_ema: bool | None = None) -> Callable[[Tensor, Tensor], Tensor]:
+        """The model's score as an unvalidated function ``(x, t) -> s_θ(x, t)`` for inner loops.
+
+        ``model.score`` checks its arguments on every call; a sampler or ODE solver checks once at its
+        entry and then calls this (a contract checked once, not on every step).
+        """
+        return functools.partial(self._score, net=self._pick_net(use_ema))
+
+    def denoiser(self, *, use_ema: bool | None = None) -> Any:
+        """The σ-space denoiser ``D(x, σ) ≈ E[x_0 | x]`` of this model (:class:`probgen.samplers.Denoiser`).
+
+        Every sampler of :mod:`probgen.samplers.karras` (Euler/DDIM, Heun, ancestral, DPM-Solver++,
+        reverse SDE, predictor–corrector, annealed Langevin) takes it; arguments are checked here, once.
+        """
+        return self._make_denoiser(self._pick_net(use_ema))
+
+    def _sample_sigma(self, num_samples: int, *, method: str, steps: int | None, generator: torch.Generator | None,
+                      use_ema: bool | None, device: Any, dtype: Any, **opts: Any) -> tuple[Tensor, int]:
+        """``sample(method=<a KARRAS_SAMPLERS name>)``: :func:`probgen.samplers.sample_denoiser` on :meth:`denoiser`."""
+        from probgen.samplers.karras import sample_denoiser
+
+        denoiser = self.denoiser(use_ema=use_ema)
+        with torch.no_grad():
+            x = sample_denoiser(denoiser, (num_samples, *self.event_shape), method=method,
+                                steps=18 if steps is None else steps, generator=generator, device=device,
+                                dtype=dtype, **opts)
+        return x, denoiser.nfe
+
     def _flow_log_prob(self, x: Any, *, eps: float, trace: str, use_ema: bool | None, differentiable: bool,
                        **opts: Any) -> Tensor:
         """Checked :func:`~probgen.diffusion.ode_log_prob` of the model's score from ``t = eps`` (see ``log_prob``)."""

@@ -18,7 +18,7 @@ per step), so ``pyro.infer.Trace_ELBO().loss(model.model, model.guide, x)`` is a
 ``-elbo(x).sum()``. Sampling runs Algorithm 2 (ancestral), DDIM or DPM-Solver
 (:mod:`probgen.samplers.ddim`, :mod:`probgen.samplers.dpm_solver`); :meth:`DDPM.log_prob` is the exact
 likelihood of the probability-flow ODE of the VP SDE matched to the schedule
-(:class:`probgen.samplers.schedules.DiscreteVPSDE`).
+(:class:`probgen.sde.discrete.DiscreteVPSDE`).
 
 References:
     Ho, Jain & Abbeel (2020), arXiv:2006.11239; Nichol & Dhariwal (2021), arXiv:2102.09672;
@@ -58,7 +58,8 @@ from probgen.ops.shapes import append_dims, batch_sum, event_numel
 from probgen.protocol import ModelDistribution
 from probgen.samplers.ddim import sample_ancestral, sample_ddim
 from probgen.samplers.dpm_solver import sample_dpm_solver
-from probgen.samplers.schedules import DiscreteSchedule, DiscreteVPSDE, make_betas
+from probgen.samplers.karras import KARRAS_SAMPLERS
+from probgen.sde.discrete import DiscreteSchedule, DiscreteVPSDE, make_betas
 
 __all__ = ["DDPM", "DiscretizedGaussian", "VARIANCES", "LOSS_TYPES", "SAMPLE_METHODS"]
 
@@ -68,7 +69,7 @@ VARIANCES: tuple[str, ...] = ("beta", "beta_tilde", "analytic")
 LOSS_TYPES: tuple[str, ...] = ("simple", "vlb", "hybrid")
 """Training objectives of :meth:`DDPM.loss`."""
 
-SAMPLE_METHODS: tuple[str, ...] = ("ancestral", "ddim", "dpm-solver")
+SAMPLE_METHODS: tuple[str, ...] = ("ancestral", "ddim", "dpm-solver", *KARRAS_SAMPLERS)
 """Methods of :meth:`DDPM.sample`."""
 
 _BPD_METHODS: tuple[str, ...] = ("elbo", "ode")
@@ -174,7 +175,7 @@ class DDPM(_DiffusionBase):
 
     **Schedule.** ``β_t`` linear (``linspace(1e-4, 0.02, N)``), cosine (Nichol & Dhariwal, clipped at
     0.999) or user-given; ``ᾱ_t = ∏_{s≤t}(1-β_s)``; ``q(x_t|x_0) = N(\sqrt{ᾱ_t}x_0, (1-ᾱ_t)I)``;
-    posterior ``q(x_{t-1}|x_t,x_0) = N(μ̃_t, β̃_t I)`` (:class:`~probgen.samplers.schedules.DiscreteSchedule`).
+    posterior ``q(x_{t-1}|x_t,x_0) = N(μ̃_t, β̃_t I)`` (:class:`~probgen.sde.discrete.DiscreteSchedule`).
 
     **Network.** ``eps_net(x_t, t_index)`` with ``t_index: LongTensor[B]`` in ``{0, …, N-1}`` (step
     ``t = t_index + 1``). :meth:`log_prob` and the DPM-Solver sampler call it at the *continuous* index
@@ -297,7 +298,11 @@ class DDPM(_DiffusionBase):
         For the linear schedule with ``N = 1000`` it is ``VPSDE(beta_min=0.1, beta_max=20)`` up to ``O(β²)``
         (``|α(t) - α_VP(t)| < 1.1e-3`` on ``[0, 1]``).
         """
-        return DiscreteVPSDE(self.schedule)
+        sde = self.__dict__.get("_matched_sde")
+        if sde is None or sde.schedule is not self.schedule:
+            sde = DiscreteVPSDE(self.schedule)
+            self.__dict__["_matched_sde"] = sde
+        return sde
 
     @property
     def _device_dtype(self) -> tuple[torch.device, torch.dtype]:
@@ -576,6 +581,9 @@ class DDPM(_DiffusionBase):
         * ``"dpm-solver"``: :func:`probgen.samplers.dpm_solver.sample_dpm_solver` with ``steps``
           evaluations (default 20); ``**opts``: ``order``, ``method`` (``"multistep"``/``"singlestep"``),
           ``algorithm``, ``time_grid_type``, ...
+        * ``"euler"``, ``"heun"``, ``"euler-ancestral"``, ``"dpm++2m"``, ``"reverse-sde"``, ``"pc-sigma"``,
+          ``"annealed-langevin-sigma"``: the σ-space samplers of :mod:`probgen.samplers.karras` on
+          :meth:`denoiser` (Karras ρ = 7 grid with ``steps`` levels, default 18; ``**opts`` go to the sampler);
 
         Args:
             num_samples: ``B >= 1``.
@@ -598,6 +606,14 @@ class DDPM(_DiffusionBase):
             steps = check_int("steps", steps, minimum=1, maximum=self.num_steps)
         if method != "ddim" and eta != 0.0:
             raise ValueError(f"eta applies to method='ddim', got method={method!r}")
+        if method in KARRAS_SAMPLERS:
+            if x_init is not None or clip_x0 is not None:
+                raise ValueError(f"x_init and clip_x0 apply to 'ancestral', 'ddim' and 'dpm-solver', got method={method!r}")
+            net_device, net_dtype = self._device_dtype
+            samples, nfe = self._sample_sigma(num_samples, method=method, steps=steps, generator=generator,
+                                              use_ema=use_ema, device=device if device is not None else net_device,
+                                              dtype=dtype if dtype is not None else net_dtype, **opts)
+            return (samples, nfe) if return_nfe else samples
         if method != "dpm-solver" and opts:
             raise TypeError(f"unexpected options {sorted(opts)} for method={method!r} (they apply to 'dpm-solver')")
         net_device, net_dtype = self._device_dtype
@@ -644,9 +660,17 @@ class DDPM(_DiffusionBase):
             raise ValueError("t must lie in (0, 1] (σ(0) = 0)")
         return self._score(x, t.to(x), self._pick_net(use_ema))
 
+    def _make_denoiser(self, net: Callable) -> Any:
+        from probgen.samplers.denoiser import PathDenoiser
+
+        def eps(x: Tensor, t: Tensor) -> Tensor:
+            return net(x, self.schedule.time_to_index(t))
+
+        return PathDenoiser(self.sde, eps, prediction="eps", t_min=1.0 / self.num_steps, t_max=1.0)
+
     def _score(self, x: Tensor, t: Tensor, net: Callable) -> Tensor:
         eps = net(x, self.schedule.time_to_index(t))
-        return -eps / append_dims(self.schedule.marginal_std(t), x.dim())
+        return -eps / append_dims(self.sde.std(t), x.dim())
 
     def log_prob(
         self,

@@ -9,66 +9,26 @@ change of variables (Chen et al., 2018) gives
     \\log p_\\epsilon(x) = \\log p_T(x_T) + \\int_\\epsilon^T \\nabla_x \\cdot v(x_t, t)\\, dt,
     \\qquad x_\\epsilon = x,
 
-solved jointly for ``(x_t, int div)`` with torchdiffeq. The divergence is the exact trace of the
-Jacobian (``D`` batched vector–Jacobian products) or Hutchinson's unbiased estimate with probes drawn
-once per solve (FFJORD).
+solved jointly for ``(x_t, int div)`` by the one ODE core, :func:`probgen.ops.odeint_logdet` (the
+same integrator as the CNF and flow matching). The divergence is the exact trace of the Jacobian (``D``
+batched vector–Jacobian products) or Hutchinson's unbiased estimate with probes drawn once per solve
+(FFJORD).
 """
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Iterable
 
 import torch
-from torch import Tensor, nn
-from torchdiffeq import odeint, odeint_adjoint
+from torch import Tensor
 
-from probgen._checks import check_choice, check_int, check_output_shape, check_positive, check_tensor
+from probgen._checks import check_output_shape, check_tensor
 from probgen.data.digits import bits_per_dim
-from probgen.ops.divergence import DIVERGENCE_METHODS, PROBE_NOISES, divergence, sample_probes
-from probgen.samplers.base import _check_eps, _check_sde
-from probgen.samplers.ode import _solver_options
+from probgen.ops.ode import ODESolver, odeint_logdet, owner_params as _owner_params
+from probgen.samplers.base import check_eps, check_sde
 from probgen.sde.base import SDE, ScoreFn
 
 __all__ = ["ode_log_prob", "bits_per_dim"]
-
-
-class _AugmentedDynamics(nn.Module):
-    """``d/dt (x, l) = (v(x, t), div v(x, t))`` for the probability-flow velocity ``v``.
-
-    An ``nn.Module`` so that ``odeint_adjoint`` accepts it; the score's module (if any) is registered
-    as a submodule.
-    """
-
-    def __init__(self, sde: SDE, score_fn: ScoreFn, trace: str, probes: Tensor | None, owner: nn.Module | None):
-        super().__init__()
-        self.sde = sde
-        self.score_fn = score_fn
-        self.trace = trace
-        self.probes = probes
-        self.owner = owner
-        self.nfe = 0
-
-    def forward(self, t: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
-        x = state[0]
-        self.nfe += 1
-        # torchdiffeq's first-step heuristic (and the adjoint's backward solve) may probe times just
-        # outside [eps, T]; the dynamics are held constant there, which leaves the solution unchanged.
-        time = t.to(x.dtype).clamp(0.0, self.sde.T).expand(x.shape[0])
-
-        def velocity(y: Tensor) -> Tensor:
-            return self.sde._reverse_drift(self.score_fn, y, time, weight=0.5)
-
-        v, div = divergence(velocity, x, method=self.trace, probes=self.probes,
-                            create_graph=torch.is_grad_enabled())
-        return v, div
-
-
-def _owner_module(score_fn: ScoreFn) -> nn.Module | None:
-    if isinstance(score_fn, nn.Module):
-        return score_fn
-    owner = getattr(score_fn, "__self__", None) if inspect.ismethod(score_fn) else None
-    return owner if isinstance(owner, nn.Module) else None
 
 
 def ode_log_prob(
@@ -143,49 +103,26 @@ def ode_log_prob(
         >>> [round(v, 4) for v in lp.tolist()]
         [-2.7568, -2.7568]
     """
-    sde = _check_sde(sde)
+    sde = check_sde(sde)
     if not callable(score_fn):
         raise TypeError(f"score_fn must be callable as score_fn(x, t), got {type(score_fn).__name__}")
     x = check_tensor("x", x, min_ndim=2)
-    eps = _check_eps(eps, sde.T)
-    rtol = check_positive("rtol", rtol)
-    atol = check_positive("atol", atol)
-    check_choice("trace", trace, DIVERGENCE_METHODS)
-    check_choice("noise", noise, PROBE_NOISES)
-    num_probes = check_int("num_probes", num_probes, minimum=1)
-    solver = _solver_options(method, steps, sde.T - eps, rtol=rtol, atol=atol,
-                             end=torch.tensor(sde.T, dtype=x.dtype, device=x.device))
-    if batch_size is not None:
-        batch_size = check_int("batch_size", batch_size, minimum=1)
+    eps = check_eps(eps, sde.T)
+    solver = ODESolver(method, rtol=rtol, atol=atol, steps=steps)
     if prior_log_prob is None:
-        prior_log_prob = sde.prior_log_prob
+        prior_log_prob = sde.log_prior
     elif not callable(prior_log_prob):
         raise TypeError(f"prior_log_prob must be callable (B, *event) -> (B,) or None, "
                         f"got {type(prior_log_prob).__name__}")
-    owner = _owner_module(score_fn)
-    if adjoint:
-        if adjoint_params is None:
-            adjoint_params = tuple(owner.parameters()) if owner is not None else ()
-        else:
-            adjoint_params = tuple(adjoint_params)
-    elif adjoint_params is not None:
-        raise ValueError("adjoint_params is only used with adjoint=True, got adjoint=False")
 
-    times = torch.tensor([eps, sde.T], dtype=x.dtype, device=x.device)
-    chunks = x.split(batch_size) if batch_size is not None else (x,)
-    out, nfe = [], 0
-    for chunk in chunks:
-        probes = None
-        if trace == "hutchinson":
-            probes = sample_probes(chunk, num_probes=num_probes, noise=noise, generator=generator)
-        dynamics = _AugmentedDynamics(sde, score_fn, trace, probes, owner)
-        state = (chunk, chunk.new_zeros(chunk.shape[0]))
-        if adjoint:
-            xs, divs = odeint_adjoint(dynamics, state, times, adjoint_params=adjoint_params, **solver)
-        else:
-            xs, divs = odeint(dynamics, state, times, **solver)
-        prior = check_output_shape("prior_log_prob", prior_log_prob(xs[-1]), (chunk.shape[0],))
-        out.append(prior + divs[-1])
-        nfe += dynamics.nfe
-    log_prob = torch.cat(out) if len(out) > 1 else out[0]
+    def velocity(y: Tensor, time: Tensor) -> Tensor:
+        return sde.reverse_f(score_fn, y, time, weight=0.5)
+
+    if adjoint and adjoint_params is None:
+        adjoint_params = _owner_params(score_fn)
+    x_T, logdet, nfe = odeint_logdet(velocity, x, eps, sde.T, solver=solver, trace=trace, num_probes=num_probes,
+                                     noise=noise, generator=generator, adjoint=adjoint,
+                                     adjoint_params=adjoint_params, batch_size=batch_size)
+    prior = check_output_shape("prior_log_prob", prior_log_prob(x_T), (x.shape[0],))
+    log_prob = prior + logdet
     return (log_prob, nfe) if return_nfe else log_prob

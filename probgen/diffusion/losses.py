@@ -283,7 +283,7 @@ def dsm_loss(
         density = torch.full_like(t, 1.0 / (T - eps))
 
     # t is drawn in [eps, T] here, so the SDE's unchecked twins are safe (no per-step validation syncs)
-    alpha, std = sde._marginal_scale(t), sde._marginal_std(t)
+    alpha, std = sde.mean_scale(t), sde.std(t)
     z = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
     x_t = append_dims(alpha, x.dim()) * x + append_dims(std, x.dim()) * z
     score = check_output_shape("score_fn", score_fn(x_t, t), x.shape)
@@ -293,7 +293,7 @@ def dsm_loss(
     if weighting == "sigma2":
         ratio = torch.ones_like(t)  # λ/σ² = 1
     elif weighting == "likelihood":
-        ratio = sde._diffusion(t) ** 2 / var
+        ratio = sde.g(t) ** 2 / var
     else:
         lam = weighting(t)
         if not isinstance(lam, Tensor) or tuple(lam.shape) != (batch,):

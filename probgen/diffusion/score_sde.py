@@ -39,6 +39,7 @@ from probgen.diffusion._common import (
 from probgen.diffusion.losses import dsm_loss
 from probgen.ops.shapes import append_dims, chunk_sizes, event_numel
 from probgen.protocol import ModelDistribution
+from probgen.samplers.karras import KARRAS_SAMPLERS
 from probgen.sde import SDE, VESDE, SubVPSDE, VPSDE
 
 __all__ = ["ScoreSDE", "SDE_NAMES", "SAMPLE_METHODS", "PARAMETERIZATIONS", "LOSS_WEIGHTINGS"]
@@ -51,8 +52,10 @@ SAMPLE_METHODS: dict[str, str] = {
     "pc": "sample_pc",
     "ode": "sample_ode",
     "annealed-langevin": "annealed_langevin",
+    **{name: fn.__name__ for name, fn in KARRAS_SAMPLERS.items()},
 }
-"""``ScoreSDE.sample(method=...)`` -> the function of :mod:`probgen.samplers` it runs."""
+"""``ScoreSDE.sample(method=...)`` -> the function of :mod:`probgen.samplers` it runs (the σ-space samplers
+``"euler"``, ``"heun"``, ``"dpm++2m"``, ... run on :meth:`ScoreSDE.denoiser`, ``steps`` default 18)."""
 
 PARAMETERIZATIONS: tuple[str, ...] = ("noise", "score")
 LOSS_WEIGHTINGS: tuple[str, ...] = ("sigma2", "likelihood")
@@ -220,12 +223,19 @@ class ScoreSDE(_DiffusionBase):
         """Unchecked score: ``net`` output, divided by ``-σ(t)`` for the noise parameterisation."""
         out = net(x, t)
         if self.parameterization == "noise":
-            std = self.sde._marginal_std(t)
+            std = self.sde.std(t)
             return -out / append_dims(std, x.dim())
         return out
 
     def _score_fn(self, use_ema: bool | None = None) -> Callable[[Tensor, Tensor], Tensor]:
-        return functools.partial(self._score, net=self._pick_net(use_ema))
+        return self.score_fn(use_ema=use_ema)
+
+    def _make_denoiser(self, net: Any) -> Any:
+        from probgen.samplers.denoiser import PathDenoiser
+
+        t_min = 0.0 if isinstance(self.sde, VESDE) else 1e-3
+        return PathDenoiser(self.sde, functools.partial(self._score, net=net), prediction="score",
+                            t_min=t_min, t_max=self.sde.T)
 
     # ------------------------------------------------------------------------------------------ protocol
     def score(self, x: Tensor, t: Tensor | float, *, use_ema: bool | None = None) -> Tensor:
@@ -325,6 +335,11 @@ class ScoreSDE(_DiffusionBase):
                 raise ValueError(f"solver applies to method='sde' or 'ode', got method={method!r}")
             opts["method"] = solver
         device, dtype = self._device_dtype
+        if method in KARRAS_SAMPLERS:
+            samples, nfe = self._sample_sigma(num_samples, method=method, steps=opts.pop("steps", None),
+                                              generator=generator, use_ema=use_ema, device=device, dtype=dtype,
+                                              **opts)
+            return (samples, nfe) if return_nfe else samples
         score_fn = self._score_fn(use_ema)
         shape = (num_samples, *self.event_shape)
         with torch.no_grad():

@@ -304,7 +304,7 @@ class EBM(nn.Module):
 
     def _langevin(self, x0: Tensor, steps: int, step_size: float, temperature: float,
                   generator: torch.Generator | None) -> Tensor:
-        from probgen.samplers.langevin import langevin
+        from probgen.samplers import langevin
 
         # langevin targets exp(T' log p) with score ∇ log p: use E (T = 1) at the chain temperature T
         return langevin(lambda z: self.score(z, temperature=1.0), x0, steps=steps, step_size=step_size,

@@ -14,6 +14,7 @@ from __future__ import annotations
 from probgen.flows.cnf import ODE_METHODS, CNFTransform
 from probgen.flows.flow import FLOW_KINDS, Flow, flow_options
 from probgen.flows.made import MADE, MaskedLinear
+from probgen.flows.matching import FlowMatching, ot_coupling
 from probgen.flows.transforms import ActNorm, AffineAutoregressive, InvertiblePlanar, InvertibleRadial, Permutation
 
 __all__ = [
@@ -21,6 +22,8 @@ __all__ = [
     "FLOW_KINDS",
     "flow_options",
     "CNFTransform",
+    "FlowMatching",
+    "ot_coupling",
     "ODE_METHODS",
     "ActNorm",
     "Permutation",

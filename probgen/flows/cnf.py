@@ -10,16 +10,15 @@ The instantaneous change of variables (Chen et al., 2018, arXiv:1806.07366) give
 
 so the log-determinant is one extra ODE state integrated alongside ``x``. The trace is exact
 (``D`` batched vector–Jacobian products) or Hutchinson's unbiased estimate ``E[vᵀ J v]`` with probes
-``v`` held fixed over one solve (Grathwohl et al., 2019, arXiv:1810.01367). Both come from
-:func:`probgen.ops.divergence.divergence`, shared with the probability-flow ODE likelihood.
-Gradients go through :func:`torchdiffeq.odeint_adjoint` (memory constant in the number of solver
+``v`` held fixed over one solve (Grathwohl et al., 2019, arXiv:1810.01367). The solve is the one
+ODE core :func:`probgen.ops.odeint_logdet`, shared with the probability-flow ODE likelihood and
+flow matching. Gradients go through :func:`torchdiffeq.odeint_adjoint` (memory constant in the number of solver
 steps) or, with ``adjoint=False``, by backpropagating through the solver.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import torch
 from pyro.distributions import constraints
@@ -27,43 +26,10 @@ from pyro.distributions.torch_transform import TransformModule
 from torch import Tensor, nn
 
 from probgen._checks import check_choice, check_int, check_positive, check_tensor
-from probgen.ops.divergence import DIVERGENCE_METHODS, PROBE_NOISES, divergence, sample_probes
+from probgen.ops.ode import FIXED_STEP_METHODS, ODE_METHODS, ODESolver, odeint_logdet
+from probgen.ops.trace import DIVERGENCE_METHODS, PROBE_NOISES
 
 __all__ = ["CNFTransform", "ODE_METHODS"]
-
-#: torchdiffeq solvers accepted by :class:`CNFTransform` (adaptive ones use ``rtol``/``atol``, fixed-grid
-#: ones need ``step_size``).
-ODE_METHODS = (
-    "dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun", "tsit5",
-    "euler", "midpoint", "heun3", "rk4", "explicit_adams", "implicit_adams",
-)
-_FIXED_GRID = ("euler", "midpoint", "heun3", "rk4", "explicit_adams", "implicit_adams")
-
-
-class _Dynamics:
-    """Right-hand side of the augmented ODE ``d(x, ℓ)/dt = (f(x, t), tr ∂f/∂x)``; counts evaluations."""
-
-    def __init__(self, owner: CNFTransform, probes: Tensor | None) -> None:
-        self.owner = owner
-        self.probes = probes
-
-    def __call__(self, t: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
-        x = state[0]
-        owner = self.owner
-        owner.nfe += 1
-        tt = t.to(dtype=x.dtype, device=x.device).expand(x.shape[0])
-
-        def field(z: Tensor) -> Tensor:
-            return owner.vector_field(z, tt)
-
-        dx, div = divergence(
-            field,
-            x,
-            method=owner.trace,
-            probes=self.probes,
-            create_graph=torch.is_grad_enabled(),
-        )
-        return dx, div
 
 
 class CNFTransform(TransformModule):
@@ -155,23 +121,22 @@ class CNFTransform(TransformModule):
         self.adjoint = adjoint
         self.num_probes = check_int("num_probes", num_probes, minimum=1)
         self.noise = check_choice("noise", noise, PROBE_NOISES)
-        if method in _FIXED_GRID:
+        if method in FIXED_STEP_METHODS:
             if step_size is None:
                 raise ValueError(f"method {method!r} is a fixed-grid solver and needs step_size, got None")
             step_size = check_positive("step_size", step_size)
         elif step_size is not None:
             step_size = check_positive("step_size", step_size)
         self.step_size = step_size
+        self._solver = ODESolver(self.method, rtol=self.rtol, atol=self.atol,
+                                 step_size=step_size if method in FIXED_STEP_METHODS else None)
         self.nfe = 0
         self._cached_logdet: Tensor | None = None
 
-    def _options(self) -> dict[str, Any] | None:
-        if self.method in _FIXED_GRID:
-            return {"step_size": self.step_size}
-        return None
-
     def solve(self, x: Tensor, *, reverse: bool = False) -> tuple[Tensor, Tensor]:
         """Integrate from ``t0`` to ``t1`` (or back with ``reverse=True``) with the log-determinant.
+
+        One call of the shared ODE core :func:`probgen.ops.odeint_logdet`.
 
         Args:
             x: ``(B, D)`` start points.
@@ -181,29 +146,16 @@ class CNFTransform(TransformModule):
             ``(x_end, logdet)`` with ``logdet = log|det ∂x_end/∂x|: (B,)``, i.e.
             ``+∫ tr ∂f/∂x dt`` forward and ``-∫ tr ∂f/∂x dt`` in reverse.
         """
-        from torchdiffeq import odeint, odeint_adjoint
-
         check_tensor("x", x, ndim=2)
-        self.nfe = 0
-        probes = None
-        if self.trace == "hutchinson":
-            probes = sample_probes(x, num_probes=self.num_probes, noise=self.noise)
-        times = torch.tensor([self.t0, self.t1], dtype=x.dtype, device=x.device)
-        if reverse:
-            times = times.flip(0)
-        state = (x, x.new_zeros(x.shape[0]))
-        func = _Dynamics(self, probes)
-        opts: dict[str, Any] = {"rtol": self.rtol, "atol": self.atol, "method": self.method,
-                                "options": self._options()}
+        t0, t1 = (self.t1, self.t0) if reverse else (self.t0, self.t1)
+        params = None
         if self.adjoint:
             params = tuple(p for p in self.vector_field.parameters() if p.requires_grad)
-            xs, ls = odeint_adjoint(func, state, times, adjoint_params=params, adjoint_rtol=self.rtol,
-                                    adjoint_atol=self.atol, adjoint_method=self.method,
-                                    adjoint_options=self._options(), **opts)
-        else:
-            xs, ls = odeint(func, state, times, **opts)
+        y, logdet, self.nfe = odeint_logdet(self.vector_field, x, t0, t1, solver=self._solver, trace=self.trace,
+                                            num_probes=self.num_probes, noise=self.noise, adjoint=self.adjoint,
+                                            adjoint_params=params)
         # the augmented state integrates ∫_{start}^{end} tr J dt; reversing time flips the sign
-        return xs[-1], ls[-1]
+        return y, logdet
 
     def _call(self, x: Tensor) -> Tensor:
         y, logdet = self.solve(x)

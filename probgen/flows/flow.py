@@ -54,7 +54,7 @@ from probgen.flows.transforms import (
     Permutation,
 )
 from probgen.nn import ConditionedMLP
-from probgen.ops.divergence import DIVERGENCE_METHODS
+from probgen.ops.trace import DIVERGENCE_METHODS
 
 __all__ = ["Flow", "FLOW_KINDS", "flow_options"]
 

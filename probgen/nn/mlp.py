@@ -1,7 +1,7 @@
 """Fully connected networks: a plain :class:`MLP` and a time/label :class:`ConditionedMLP`.
 
 Both act per sample (no batch statistics), so they can be differentiated with ``torch.func.vjp`` and
-batched with ``torch.func.vmap`` (the exact divergence of :mod:`probgen.ops.divergence`), and their
+batched with ``torch.func.vmap`` (the exact divergence of :mod:`probgen.ops.trace`), and their
 constructor arguments are plain Python values, returned by ``config()`` for checkpoints.
 """
 

@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from probgen._checks import check_choice, check_int, check_output_shape, check_positive, check_tensor
-from probgen.ops.divergence import PROBE_NOISES, divergence, sample_probes
+from probgen.ops.trace import PROBE_NOISES, divergence, sample_probes
 from probgen.ops.shapes import append_dims, batch_sum
 
 __all__ = [

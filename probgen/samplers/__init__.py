@@ -1,4 +1,12 @@
-"""Functional samplers over a score (k-diffusion style): one shared signature, no progress bars.
+"""Samplers as short functions (k-diffusion style), no progress bars.
+
+On the σ-space denoiser every diffusion-type family exposes (``model.denoiser()``, :mod:`probgen.samplers.denoiser`),
+one signature ``sample_<name>(model, x, sigmas, *, callback=None, generator=None, ...)``
+(:mod:`probgen.samplers.karras`): :func:`sample_euler` (DDIM), :func:`sample_heun` (EDM),
+:func:`sample_euler_ancestral` (ancestral / DDIM-η), :func:`sample_dpmpp_2m` (DPM-Solver++),
+:func:`sample_reverse_sde`, :func:`sample_predictor_corrector`, :func:`sample_annealed_langevin`.
+
+The earlier samplers over a score and an SDE (or a DDPM schedule) keep their own signature:
 
 ``sampler(score_fn, sde_or_schedule, shape, *, steps=..., generator=None, callback=None, ...)``
 returns a :class:`SampleResult` ``(samples, nfe, info)``:
@@ -14,24 +22,45 @@ from __future__ import annotations
 
 from probgen.samplers.annealed import annealed_langevin, geometric_sigmas
 from probgen.samplers.base import SampleResult
-from probgen.samplers.langevin import langevin
+from probgen.samplers.unadjusted import langevin
 from probgen.samplers.ode import ADAPTIVE_METHODS, FIXED_STEP_METHODS, ODE_METHODS, sample_ode
 from probgen.samplers.pc import CORRECTORS, PREDICTORS, sample_pc
 from probgen.samplers.sde import SDE_METHODS, sample_sde
-from probgen.samplers.schedules import DiscreteSchedule, DiscreteVPSDE, cosine_betas, linear_betas, make_betas
 from probgen.samplers.ddim import ddim_invert, sample_ancestral, sample_ddim
 from probgen.samplers.dpm_solver import sample_dpm_solver
+from probgen.samplers.denoiser import PREDICTIONS, Denoiser, PathDenoiser, denoiser_log_prob
+from probgen.samplers.karras import (
+    KARRAS_SAMPLERS,
+    karras_sigmas,
+    sample_annealed_langevin,
+    sample_denoiser,
+    sample_dpmpp_2m,
+    sample_euler,
+    sample_euler_ancestral,
+    sample_heun,
+    sample_predictor_corrector,
+    sample_reverse_sde,
+)
 
 __all__ = [
+    "Denoiser",
+    "PathDenoiser",
+    "PREDICTIONS",
+    "denoiser_log_prob",
+    "karras_sigmas",
+    "sample_denoiser",
+    "sample_euler",
+    "sample_heun",
+    "sample_euler_ancestral",
+    "sample_dpmpp_2m",
+    "sample_reverse_sde",
+    "sample_predictor_corrector",
+    "sample_annealed_langevin",
+    "KARRAS_SAMPLERS",
     "sample_ancestral",
     "sample_ddim",
     "ddim_invert",
     "sample_dpm_solver",
-    "DiscreteSchedule",
-    "DiscreteVPSDE",
-    "linear_betas",
-    "cosine_betas",
-    "make_betas",
     "SampleResult",
     "sample_sde",
     "sample_pc",
@@ -46,3 +75,19 @@ __all__ = [
     "PREDICTORS",
     "CORRECTORS",
 ]
+
+
+_MOVED_TO_SDE = ("DiscreteSchedule", "DiscreteVPSDE", "linear_betas", "cosine_betas", "make_betas")
+
+
+def __getattr__(name: str):
+    """Deprecated aliases: the DDPM schedules moved to :mod:`probgen.sde`."""
+    if name in _MOVED_TO_SDE:
+        import warnings
+
+        import probgen.sde as _sde
+
+        warnings.warn(f"probgen.samplers.{name} is deprecated: use probgen.sde.{name}", DeprecationWarning,
+                      stacklevel=2)
+        return getattr(_sde, name)
+    raise AttributeError(f"module 'probgen.samplers' has no attribute {name!r}")

@@ -19,7 +19,7 @@ from torch import Tensor
 from probgen._checks import check_int, check_positive, check_tensor
 from probgen.ops.shapes import append_dims
 from probgen.samplers.base import Callback, SampleResult, _check_callback, _CountedScore, _randn_like
-from probgen.sde.base import _check_shape
+from probgen.sde.base import check_sample_shape
 
 __all__ = ["annealed_langevin", "geometric_sigmas"]
 
@@ -113,7 +113,7 @@ def annealed_langevin(
     """
     score = _CountedScore(score_fn)
     sigmas = _check_sigmas(sigmas)
-    shape = _check_shape("shape", shape)
+    shape = check_sample_shape("shape", shape)
     steps_per_level = check_int("steps_per_level", steps_per_level, minimum=1)
     step_lr = check_positive("step_lr", step_lr)
     callback = _check_callback(callback)

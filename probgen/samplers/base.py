@@ -18,9 +18,9 @@ import torch
 from torch import Tensor
 
 from probgen._checks import _as_real, check_output_shape, check_tensor
-from probgen.sde.base import SDE, _check_shape
+from probgen.sde.base import SDE, check_sample_shape
 
-__all__ = ["SampleResult", "Callback"]
+__all__ = ["SampleResult", "Callback", "check_sde", "check_callback", "check_eps"]
 
 Callback = Callable[[int, Tensor, Any], None]
 """``callback(i, x, t)``: called after step ``i`` with the current state and time (or noise level)."""
@@ -60,19 +60,19 @@ class _CountedScore:
         return check_output_shape(self.name, self.score_fn(x, t), x.shape).detach()
 
 
-def _check_sde(sde: Any) -> SDE:
+def check_sde(sde: Any) -> SDE:
     if not isinstance(sde, SDE):
         raise TypeError(f"sde must be a probgen.sde.SDE (VPSDE, SubVPSDE, VESDE, ...), got {type(sde).__name__}")
     return sde
 
 
-def _check_callback(callback: Any) -> Callback | None:
+def check_callback(callback: Any) -> Callback | None:
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable as callback(i, x, t) or None, got {type(callback).__name__}")
     return callback
 
 
-def _check_eps(eps: Any, T: float) -> float:
+def check_eps(eps: Any, T: float) -> float:
     v = _as_real("eps", eps)
     if not (0.0 < v < T):
         raise ValueError(f"eps must lie in (0, {T:g}) (the final time of the reverse process), got {eps}")
@@ -89,7 +89,7 @@ def _initial_state(
     dtype: torch.dtype | None,
 ) -> Tensor:
     """``x_init`` if given (checked against ``shape``), else a draw from the prior ``p_T``."""
-    shape = _check_shape("shape", shape)
+    shape = check_sample_shape("shape", shape)
     if x_init is None:
         dtype = dtype if dtype is not None else torch.get_default_dtype()
         return sde.prior_sample(shape, generator=generator, device=device, dtype=dtype)
@@ -105,3 +105,7 @@ def _randn_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
 
 def _time(x: Tensor, t: float) -> Tensor:
     return torch.full((x.shape[0],), t, dtype=x.dtype, device=x.device)
+
+
+# old private names
+_check_sde, _check_callback, _check_eps = check_sde, check_callback, check_eps

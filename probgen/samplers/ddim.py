@@ -2,7 +2,7 @@ r"""DDPM ancestral sampling and DDIM (generation and deterministic inversion) ov
 
 All samplers here take a noise predictor ``eps_fn(x_t, t_index) -> ε̂`` with ``t_index: LongTensor[B]``
 in ``{0, …, N-1}`` (index ``i`` is DDPM step ``t = i + 1``) and a
-:class:`~probgen.samplers.schedules.DiscreteSchedule`:
+:class:`~probgen.sde.discrete.DiscreteSchedule`:
 
 * :func:`sample_ancestral` — Ho et al. (2020), Algorithm 2, with any reverse variance ``σ_t²``;
 * :func:`sample_ddim` — Song, Meng & Ermon (2021), eq. 12, on any increasing sub-sequence ``τ`` of the
@@ -29,8 +29,8 @@ from torch import Tensor
 from probgen._checks import check_choice, check_int, check_nonnegative, check_tensor
 from probgen.ops.shapes import append_dims
 from probgen.samplers.base import Callback, SampleResult, _check_callback, _CountedScore, _randn_like
-from probgen.samplers.schedules import DiscreteSchedule, uniform_timesteps
-from probgen.sde.base import _check_shape
+from probgen.sde.discrete import DiscreteSchedule, uniform_timesteps
+from probgen.sde.base import check_sample_shape
 
 __all__ = ["sample_ancestral", "sample_ddim", "ddim_invert", "ANCESTRAL_VARIANCES", "EpsFn"]
 
@@ -45,7 +45,7 @@ ANCESTRAL_VARIANCES: tuple[str, ...] = ("beta", "beta_tilde")
 def _check_schedule(schedule: Any) -> DiscreteSchedule:
     if not isinstance(schedule, DiscreteSchedule):
         raise TypeError(
-            f"schedule must be a probgen.samplers.schedules.DiscreteSchedule, got {type(schedule).__name__}"
+            f"schedule must be a probgen.sde.discrete.DiscreteSchedule, got {type(schedule).__name__}"
         )
     return schedule
 
@@ -91,7 +91,7 @@ def _start(
     if isinstance(shape_or_x, Tensor):
         x = check_tensor("x_init", shape_or_x, min_ndim=2)
         return x.to(device=device if device is not None else x.device, dtype=dtype or x.dtype)
-    shape = _check_shape("shape", shape_or_x)
+    shape = check_sample_shape("shape", shape_or_x)
     if len(shape) < 2:
         raise ValueError(f"shape must be (batch, *event) with at least one event dimension, got {shape}")
     dtype = dtype if dtype is not None else torch.get_default_dtype()
@@ -150,7 +150,7 @@ def sample_ancestral(
         ``SampleResult(samples, nfe=N)``.
 
     Example:
-        >>> from probgen.samplers.schedules import DiscreteSchedule, linear_betas
+        >>> from probgen.sde.discrete import DiscreteSchedule, linear_betas
         >>> s = DiscreteSchedule(linear_betas(20))
         >>> sample_ancestral(lambda x, i: torch.zeros_like(x), s, (4, 2)).samples.shape
         torch.Size([4, 2])
@@ -231,7 +231,7 @@ def sample_ddim(
         ``SampleResult(samples, nfe=S, info={"timesteps": τ})``.
 
     Example:
-        >>> from probgen.samplers.schedules import DiscreteSchedule, linear_betas
+        >>> from probgen.sde.discrete import DiscreteSchedule, linear_betas
         >>> s = DiscreteSchedule(linear_betas(100))
         >>> r = sample_ddim(lambda x, i: torch.zeros_like(x), s, (3, 2), steps=10)
         >>> r.nfe
@@ -305,7 +305,7 @@ def ddim_invert(
     Reference: Song, Meng & Ermon (2021), arXiv:2010.02502, Sec. 4.3 (ODE view, encoding).
 
     Example:
-        >>> from probgen.samplers.schedules import DiscreteSchedule, linear_betas
+        >>> from probgen.sde.discrete import DiscreteSchedule, linear_betas
         >>> s = DiscreteSchedule(linear_betas(100))
         >>> eps = lambda x, i: 0.5 * x
         >>> x0 = torch.randn(3, 2, dtype=torch.float64)

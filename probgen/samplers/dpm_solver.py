@@ -14,7 +14,7 @@ take ``k - 1`` intermediate evaluations inside each step; *multistep* solvers re
 evaluations (one evaluation per step). With ``steps`` evaluations in all, 10–20 steps give samples
 close to the ODE solution.
 
-The schedule is a :class:`~probgen.samplers.schedules.DiscreteSchedule`, read in continuous time
+The schedule is a :class:`~probgen.sde.discrete.DiscreteSchedule`, read in continuous time
 ``t ∈ [1/N, 1]`` by its piecewise-linear ``log α(t)`` (DPM-Solver's ``NoiseScheduleVP("discrete")``).
 The noise predictor is called at the *continuous* index ``t N - 1`` (a float tensor), which the
 built-in sinusoidal networks embed like any other number.
@@ -33,7 +33,7 @@ from torch import Tensor
 from probgen._checks import check_choice, check_int, check_interval
 from probgen.samplers.base import Callback, SampleResult, _check_callback, _CountedScore
 from probgen.samplers.ddim import _check_clip, _check_schedule, _start
-from probgen.samplers.schedules import DiscreteSchedule
+from probgen.sde.discrete import DiscreteSchedule
 
 __all__ = ["sample_dpm_solver", "DPM_SOLVER_METHODS", "DPM_SOLVER_ALGORITHMS", "TIME_GRIDS", "time_grid"]
 
@@ -50,7 +50,7 @@ def time_grid(schedule: DiscreteSchedule, t_start: float, t_end: float, num: int
     uniform in ``sqrt(t)`` (Lu et al. 2022, Sec. 3.3 and Appendix D).
 
     Example:
-        >>> from probgen.samplers.schedules import DiscreteSchedule, linear_betas
+        >>> from probgen.sde.discrete import DiscreteSchedule, linear_betas
         >>> time_grid(DiscreteSchedule(linear_betas(10)), 1.0, 0.1, 3, "time_uniform").tolist()
         [1.0, 0.7, 0.4, 0.1]
     """
@@ -242,7 +242,7 @@ def sample_dpm_solver(
         ``SampleResult(samples, nfe, info={"times": t-grid, "orders": [...]})``.
 
     Example:
-        >>> from probgen.samplers.schedules import DiscreteSchedule, linear_betas
+        >>> from probgen.sde.discrete import DiscreteSchedule, linear_betas
         >>> s = DiscreteSchedule(linear_betas(1000))
         >>> r = sample_dpm_solver(lambda x, i: torch.zeros_like(x), s, (4, 2), steps=10, order=3)
         >>> r.samples.shape, r.nfe

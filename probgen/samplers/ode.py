@@ -11,13 +11,11 @@ integrated from ``T`` down to ``eps``; its solution has the same marginals ``p_t
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 from torch import Tensor
-from torchdiffeq import odeint
 
-from probgen._checks import check_choice, check_int, check_positive
+from probgen.ops.ode import ADAPTIVE_METHODS, FIXED_STEP_METHODS, ODE_METHODS, ODESolver, odeint_velocity
 from probgen.samplers.base import (
     Callback,
     SampleResult,
@@ -31,32 +29,6 @@ from probgen.samplers.base import (
 from probgen.sde.base import SDE, ScoreFn
 
 __all__ = ["sample_ode", "ODE_METHODS", "ADAPTIVE_METHODS", "FIXED_STEP_METHODS"]
-
-ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
-FIXED_STEP_METHODS = ("euler", "midpoint", "heun2", "heun3", "rk4", "explicit_adams", "implicit_adams",
-                      "fixed_adams")
-ODE_METHODS = ADAPTIVE_METHODS + FIXED_STEP_METHODS
-
-
-def _solver_options(method: str, steps: int | None, span: float, *, rtol: float, atol: float,
-                    end: Tensor) -> dict[str, Any]:
-    """Validate ``method``/``steps`` together; return torchdiffeq keyword arguments.
-
-    Adaptive solvers get ``step_t = [end]`` so that no step goes past the end time: torchdiffeq
-    otherwise steps beyond it and interpolates back, evaluating the score outside ``[eps, T]``.
-    """
-    check_choice("method", method, ODE_METHODS)
-    if method in FIXED_STEP_METHODS:
-        if steps is None:
-            raise ValueError(f"steps is required for the fixed-step method {method!r} (an integer >= 1); "
-                             f"adaptive methods: {', '.join(map(repr, ADAPTIVE_METHODS))}")
-        steps = check_int("steps", steps, minimum=1)
-        return {"method": method, "options": {"step_size": span / steps}}
-    if steps is not None:
-        raise ValueError(f"steps is only used by fixed-step methods ({', '.join(map(repr, FIXED_STEP_METHODS))}); "
-                         f"the adaptive method {method!r} sets its steps from rtol/atol, got steps={steps!r}")
-    return {"method": method, "rtol": check_positive("rtol", rtol), "atol": check_positive("atol", atol),
-            "options": {"step_t": end.reshape(1)}}
 
 
 def sample_ode(
@@ -114,22 +86,19 @@ def sample_ode(
     eps = _check_eps(eps, sde.T)
     callback = _check_callback(callback)
     x = _initial_state(sde, shape, x_init=x_init, generator=generator, device=device, dtype=dtype)
-    end = torch.tensor(eps, dtype=x.dtype, device=x.device)
-    solver = _solver_options(method, steps, sde.T - eps, rtol=rtol, atol=atol, end=end)
+    solver = ODESolver(method, rtol=rtol, atol=atol, steps=steps)
 
-    def velocity(t: Tensor, x: Tensor) -> Tensor:
-        # the first-step heuristic of adaptive solvers may probe a time outside [eps, T]: clamp
-        time = t.to(x.dtype).clamp(0.0, sde.T).expand(x.shape[0])
-        return sde._reverse_drift(score, x, time, weight=0.5)
+    def velocity(x: Tensor, time: Tensor) -> Tensor:
+        return sde.reverse_f(score, x, time, weight=0.5)
 
     num_out = steps + 1 if (callback is not None and steps is not None) else 2
-    ts = torch.linspace(sde.T, eps, num_out, dtype=x.dtype, device=x.device)
-    xs = odeint(velocity, x, ts, **solver)
+    xs, _ = odeint_velocity(velocity, x, sde.T, eps, solver=solver, num_outputs=num_out)
     if callback is not None:
+        ts = torch.linspace(sde.T, eps, num_out, dtype=x.dtype, device=x.device)
         for i in range(ts.shape[0]):
             callback(i, xs[i], float(ts[i]))
     x = xs[-1]
     if denoise:
         t_end = _time(x, eps)
-        x = sde._tweedie(score(x, t_end), x, t_end)
+        x = sde.tweedie(score(x, t_end), x, t_end)
     return SampleResult(samples=x, nfe=score.calls, info={"method": method, "steps": steps, "eps": eps})

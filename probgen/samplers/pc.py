@@ -49,7 +49,7 @@ def _langevin_correct(score: _CountedScore, sde: SDE, x: Tensor, t: Tensor, dt: 
     ratio = snr * noise_norm / grad_norm.clamp_min(torch.finfo(x.dtype).tiny)
     # a vanishing score (e.g. an untrained, zero-initialised network) gives no information to correct with:
     # skip the corrector step rather than take an infinite one
-    step = torch.where(grad_norm > 0, 2.0 * sde._discrete_alpha(t, dt) * ratio**2, torch.zeros_like(t))
+    step = torch.where(grad_norm > 0, 2.0 * sde.corrector_alpha(t, dt) * ratio**2, torch.zeros_like(t))
     step = append_dims(step, x.dim())
     return x + step * grad + (2.0 * step).sqrt() * noise
 
@@ -58,12 +58,12 @@ def _predict(predictor: str, score: _CountedScore, sde: SDE, x: Tensor, t: Tenso
              generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
     """One reverse step from ``t`` to ``t - dt``: returns ``(x_new, x_mean)``."""
     if predictor == "reverse_diffusion":
-        f, G = sde._discretize(x, t, dt)
+        f, G = sde.step_coefficients(x, t, dt)
         x_mean = x - (f - append_dims(G**2, x.dim()) * score(x, t))
         noise_scale = G
     else:
-        x_mean = x - sde._reverse_drift(score, x, t) * dt
-        noise_scale = sde._diffusion(t) * math.sqrt(dt)
+        x_mean = x - sde.reverse_f(score, x, t) * dt
+        noise_scale = sde.g(t) * math.sqrt(dt)
     return x_mean + append_dims(noise_scale, x.dim()) * _randn_like(x, generator), x_mean
 
 

@@ -65,11 +65,11 @@ class _ReversedTimeSDE(torch.nn.Module):
 
     def f(self, s: Tensor, y: Tensor) -> Tensor:
         x = y.reshape(y.shape[0], *self.event_shape)
-        return -self.sde._reverse_drift(self.score_fn, x, self._t(s, y)).reshape(y.shape)
+        return -self.sde.reverse_f(self.score_fn, x, self._t(s, y)).reshape(y.shape)
 
     def g(self, s: Tensor, y: Tensor) -> Tensor:
         # ``0 * y`` keeps y in the graph for Milstein's autograd derivative of g (which is zero).
-        return append_dims(self.sde._diffusion(self._t(s, y)), 2) + 0.0 * y
+        return append_dims(self.sde.g(self._t(s, y)), 2) + 0.0 * y
 
 
 def sample_sde(
@@ -162,5 +162,5 @@ def sample_sde(
     x = ys[-1].reshape(x.shape)
     if denoise:
         t_end = _time(x, eps)
-        x = sde._tweedie(score(x, t_end), x, t_end)
+        x = sde.tweedie(score(x, t_end), x, t_end)
     return SampleResult(samples=x, nfe=score.calls, info={"method": method, "steps": steps, "eps": eps})

@@ -22,9 +22,10 @@ Reference: Song, Sohl-Dickstein, Kingma, Kumar, Ermon, Poole (2021), "Score-Base
 Modeling through Stochastic Differential Equations", arXiv:2011.13456 (``sde_lib.py`` of
 score_sde_pytorch for the parameterisations and discretisations).
 
-Public members validate their arguments (``probgen._checks``); the leading-underscore twins
-(``_drift``, ``_diffusion``, ...) skip validation and are what the samplers call inside their loops,
-after checking once at entry.
+User-facing members validate their arguments (``probgen._checks``); the *solver interface*
+(``f``, ``g``, ``mean_scale``, ``std``, ``step_coefficients``, ``corrector_alpha``, ``reverse_f``,
+``tweedie``, ``log_prior``) skips validation and is what samplers and ODE solvers call inside their
+loops, after checking once at entry (see :class:`SDE`).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from torch import Tensor
 from probgen._checks import check_output_shape, check_positive, check_tensor, check_time
 from probgen.ops.shapes import append_dims, batch_sum
 
-__all__ = ["SDE", "ReverseSDE", "ScoreFn"]
+__all__ = ["SDE", "ReverseSDE", "ScoreFn", "check_sample_shape"]
 
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
 """``score_fn(x, t) -> Tensor like x`` with ``x: (B, *event)`` and ``t: (B,)``."""
@@ -70,35 +71,53 @@ def _call_score(score_fn: ScoreFn, x: Tensor, t: Tensor) -> Tensor:
 class SDE(ABC):
     """Abstract forward SDE ``dx = f(x, t) dt + g(t) dw`` on ``[0, T]`` with Gaussian transitions.
 
-    Subclasses implement ``_drift``, ``_diffusion``, ``_marginal_scale``, ``_marginal_std`` and
-    ``prior_std``; they may override ``_discretize`` (the default is Euler–Maruyama) and
-    ``_discrete_alpha``.
+    Two layers, in the torchsde manner (a contract checked once at entry, not on every inner call):
 
-    Members (``x: (B, *event)``, ``t: (B,)`` in ``[0, T]``):
+    **Solver interface** — fast, *unvalidated*; called inside sampler and ODE loops (``probgen.samplers``,
+    ``probgen.ops.ode``, ``probgen.diffusion``, ``probgen.infer``) after the caller checked its inputs
+    once. ``x: (B, *event)`` floating, ``t: (B,)`` in ``[0, T]`` of ``x``'s dtype and device:
 
-    * ``drift(x, t)`` -> ``f(x, t)`` like ``x``; ``diffusion(t)`` -> ``g(t): (B,)``;
-    * ``marginal(x0, t)`` -> ``(alpha(t) x0, sigma(t))`` so that ``p_t(x_t | x0) = N(mean, std^2 I)``;
-    * ``prior_sample(shape)``, ``prior_log_prob(z)`` for ``p_T = N(0, prior_std^2 I)``;
-    * ``discretize(x, t, dt)`` -> ``(f, G)`` of the step ``x_t = x_{t-dt} + f + G z``;
-    * ``reverse_drift``, ``ode_drift`` and ``reverse(score_fn, probability_flow=False)``.
+    =============================================  =================================================
+    ``f(x, t)``                                    drift ``f(x, t)``, like ``x``
+    ``g(t)``                                       diffusion ``g(t)``, ``(B,)``
+    ``mean_scale(t)``                              ``alpha(t)`` with ``E[x_t | x_0] = alpha(t) x_0``
+    ``std(t)``                                     ``sigma(t)``, std of ``p_t(x_t | x_0)``
+    ``step_coefficients(x, t, dt)``                ``(f, G)`` of the forward step ``x_t = x_{t-dt} + f + G z``
+    ``corrector_alpha(t, dt)``                     Langevin-corrector scale (``1 - beta dt`` for VP)
+    ``reverse_f(score_fn, x, t, weight=1)``        ``f - weight g^2 s`` (reverse SDE: 1, PF-ODE: 1/2)
+    ``tweedie(score, x, t)``                       ``E[x_0 | x_t] = (x + sigma^2 s) / alpha``
+    ``log_prior(z)``                               ``log N(z; 0, prior_std^2 I)``, ``(B,)``
+    =============================================  =================================================
 
-    Reference: Song et al. (2021), arXiv:2011.13456.
+    A subclass implements ``f``, ``g``, ``mean_scale``, ``std``, ``prior_std`` and ``config``; it may
+    override ``step_coefficients`` (default Euler–Maruyama) and ``corrector_alpha`` (default 1).
+
+    **User interface** — validated (argument errors name the argument): ``drift``, ``diffusion``,
+    ``marginal_scale``, ``marginal_std``, ``marginal``, ``prior_sample``, ``prior_log_prob``,
+    ``discretize``, ``discrete_alpha``, ``reverse_drift``, ``ode_drift`` and
+    ``reverse(score_fn, probability_flow=False)``.
+
+    Reference: Song et al. (2021), arXiv:2011.13456 (``sde_lib.py`` of score_sde_pytorch).
     """
 
     T: float = 1.0
 
     # ------------------------------------------------------------------ to implement
     @abstractmethod
-    def _drift(self, x: Tensor, t: Tensor) -> Tensor: ...
+    def f(self, x: Tensor, t: Tensor) -> Tensor:
+        """Drift ``f(x, t)`` (unvalidated solver interface)."""
 
     @abstractmethod
-    def _diffusion(self, t: Tensor) -> Tensor: ...
+    def g(self, t: Tensor) -> Tensor:
+        """Diffusion coefficient ``g(t): (B,)`` (unvalidated solver interface)."""
 
     @abstractmethod
-    def _marginal_scale(self, t: Tensor) -> Tensor: ...
+    def mean_scale(self, t: Tensor) -> Tensor:
+        """``alpha(t): (B,)`` with ``E[x_t | x_0] = alpha(t) x_0`` (unvalidated solver interface)."""
 
     @abstractmethod
-    def _marginal_std(self, t: Tensor) -> Tensor: ...
+    def std(self, t: Tensor) -> Tensor:
+        """``sigma(t): (B,)``, the standard deviation of ``p_t(x_t | x_0)`` (unvalidated solver interface)."""
 
     @property
     @abstractmethod
@@ -109,41 +128,72 @@ class SDE(ABC):
     def config(self) -> dict[str, float]:
         """JSON-safe keyword arguments that rebuild this SDE: ``type(sde)(**sde.config())``."""
 
-    # ------------------------------------------------------------------ unchecked twins
-    def _discretize(self, x: Tensor, t: Tensor, dt: float) -> tuple[Tensor, Tensor]:
-        """Euler–Maruyama: ``f = f(x, t) dt``, ``G = g(t) sqrt(dt)``."""
-        return self._drift(x, t) * dt, self._diffusion(t) * math.sqrt(dt)
+    # ------------------------------------------------------------------ solver interface (unvalidated)
+    def step_coefficients(self, x: Tensor, t: Tensor, dt: float) -> tuple[Tensor, Tensor]:
+        """``(f, G)`` of one forward step ``x_t = x_{t-dt} + f + G z``; default Euler–Maruyama
+        ``f = f(x, t) dt``, ``G = g(t) sqrt(dt)`` (unvalidated; see :meth:`discretize`)."""
+        return self.f(x, t) * dt, self.g(t) * math.sqrt(dt)
 
-    def _discrete_alpha(self, t: Tensor, dt: float) -> Tensor:
-        """Scale of the Langevin corrector step (``alpha_i = 1 - beta_i`` for VP, 1 otherwise)."""
+    def corrector_alpha(self, t: Tensor, dt: float) -> Tensor:
+        """Scale of the Langevin corrector's step (``alpha_i = 1 - beta_i`` for VP, 1 otherwise)."""
         return torch.ones_like(t)
 
-    def _reverse_drift(self, score_fn: ScoreFn, x: Tensor, t: Tensor, *, weight: float = 1.0) -> Tensor:
-        g2 = append_dims(self._diffusion(t) ** 2, x.dim())
-        return self._drift(x, t) - weight * g2 * _call_score(score_fn, x, t)
+    def reverse_f(self, score_fn: ScoreFn, x: Tensor, t: Tensor, *, weight: float = 1.0) -> Tensor:
+        """``f(x, t) - weight g(t)^2 s(x, t)``: the reverse-SDE drift (``weight=1``) or the
+        probability-flow velocity (``weight=1/2``). ``score_fn``'s output shape is checked."""
+        g2 = append_dims(self.g(t) ** 2, x.dim())
+        return self.f(x, t) - weight * g2 * _call_score(score_fn, x, t)
 
-    def _tweedie(self, score: Tensor, x: Tensor, t: Tensor) -> Tensor:
+    def tweedie(self, score: Tensor, x: Tensor, t: Tensor) -> Tensor:
         """Posterior mean ``E[x_0 | x_t] = (x_t + sigma(t)^2 s(x_t, t)) / alpha(t)`` (Tweedie's formula)."""
         n = x.dim()
-        return (x + append_dims(self._marginal_std(t) ** 2, n) * score) / append_dims(self._marginal_scale(t), n)
+        return (x + append_dims(self.std(t) ** 2, n) * score) / append_dims(self.mean_scale(t), n)
+
+    def log_prior(self, z: Tensor) -> Tensor:
+        """``log N(z; 0, prior_std^2 I)``: ``(B, *event) -> (B,)`` (unvalidated; see :meth:`prior_log_prob`)."""
+        s = self.prior_std
+        num_dims = z[0].numel()
+        return -0.5 * num_dims * math.log(2 * math.pi * s * s) - 0.5 * batch_sum(z * z) / (s * s)
+
+    # old private names, kept so that code written against them keeps working
+    def _drift(self, x: Tensor, t: Tensor) -> Tensor:
+        return self.f(x, t)
+
+    def _diffusion(self, t: Tensor) -> Tensor:
+        return self.g(t)
+
+    def _marginal_scale(self, t: Tensor) -> Tensor:
+        return self.mean_scale(t)
+
+    def _marginal_std(self, t: Tensor) -> Tensor:
+        return self.std(t)
+
+    def _discretize(self, x: Tensor, t: Tensor, dt: float) -> tuple[Tensor, Tensor]:
+        return self.step_coefficients(x, t, dt)
+
+    def _reverse_drift(self, score_fn: ScoreFn, x: Tensor, t: Tensor, *, weight: float = 1.0) -> Tensor:
+        return self.reverse_f(score_fn, x, t, weight=weight)
+
+    def _tweedie(self, score: Tensor, x: Tensor, t: Tensor) -> Tensor:
+        return self.tweedie(score, x, t)
 
     # ------------------------------------------------------------------ public, validated
     def drift(self, x: Tensor, t: Tensor) -> Tensor:
         """Drift ``f(x, t)``: ``x: (B, *event)``, ``t: (B,)`` -> ``(B, *event)``."""
         x = _check_x("x", x)
-        return self._drift(x, _check_t_for(self, t, x))
+        return self.f(x, _check_t_for(self, t, x))
 
     def diffusion(self, t: Tensor) -> Tensor:
         """Diffusion coefficient ``g(t)``: ``t: (B,)`` -> ``(B,)``."""
-        return self._diffusion(_check_t_for(self, t))
+        return self.g(_check_t_for(self, t))
 
     def marginal_scale(self, t: Tensor) -> Tensor:
         """``alpha(t)`` with ``E[x_t | x_0] = alpha(t) x_0``: ``(B,)`` -> ``(B,)``."""
-        return self._marginal_scale(_check_t_for(self, t))
+        return self.mean_scale(_check_t_for(self, t))
 
     def marginal_std(self, t: Tensor) -> Tensor:
         """``sigma(t)``, the standard deviation of ``p_t(x_t | x_0)``: ``(B,)`` -> ``(B,)``."""
-        return self._marginal_std(_check_t_for(self, t))
+        return self.std(_check_t_for(self, t))
 
     def marginal(self, x0: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
         """Mean and standard deviation of ``p_t(x_t | x_0) = N(alpha(t) x_0, sigma(t)^2 I)``.
@@ -157,7 +207,7 @@ class SDE(ABC):
         """
         x0 = _check_x("x0", x0)
         t = _check_t_for(self, t, x0)
-        return append_dims(self._marginal_scale(t), x0.dim()) * x0, self._marginal_std(t)
+        return append_dims(self.mean_scale(t), x0.dim()) * x0, self.std(t)
 
     def prior_sample(
         self,
@@ -168,7 +218,7 @@ class SDE(ABC):
         dtype: torch.dtype | None = None,
     ) -> Tensor:
         """Draw ``z ~ p_T = N(0, prior_std^2 I)`` of shape ``(B, *event)``."""
-        shape = _check_shape("shape", shape)
+        shape = check_sample_shape("shape", shape)
         z = torch.randn(shape, generator=generator, device=device, dtype=dtype)
         return z * self.prior_std
 
@@ -178,12 +228,7 @@ class SDE(ABC):
         ``log p_T(z) = -D/2 log(2 pi s^2) - |z|^2 / (2 s^2)`` with ``D`` the event size.
         """
         z = _check_x("z", z)
-        return self._prior_log_prob(z)
-
-    def _prior_log_prob(self, z: Tensor) -> Tensor:
-        s = self.prior_std
-        num_dims = z[0].numel()
-        return -0.5 * num_dims * math.log(2 * math.pi * s * s) - 0.5 * batch_sum(z * z) / (s * s)
+        return self.log_prior(z)
 
     def discretize(self, x: Tensor, t: Tensor, dt: float) -> tuple[Tensor, Tensor]:
         """One-step discretisation ``x_t = x_{t - dt} + f + G z`` of the forward SDE at ``t``.
@@ -204,24 +249,24 @@ class SDE(ABC):
         x = _check_x("x", x)
         t = _check_t_for(self, t, x)
         dt = check_positive("dt", dt)
-        return self._discretize(x, t, dt)
+        return self.step_coefficients(x, t, dt)
 
     def discrete_alpha(self, t: Tensor, dt: float) -> Tensor:
         """Scale ``alpha_i`` of the Langevin corrector's step size (``1 - beta(t) dt`` for VP-type, else 1).
 
         Reference: score_sde_pytorch ``LangevinCorrector`` (Song et al., 2021, arXiv:2011.13456).
         """
-        return self._discrete_alpha(_check_t_for(self, t), check_positive("dt", dt))
+        return self.corrector_alpha(_check_t_for(self, t), check_positive("dt", dt))
 
     def reverse_drift(self, score_fn: ScoreFn, x: Tensor, t: Tensor) -> Tensor:
         """Drift of the reverse-time SDE, ``f(x, t) - g(t)^2 s(x, t)`` (time running from ``T`` to 0)."""
         x = _check_x("x", x)
-        return self._reverse_drift(_check_score_fn(score_fn), x, _check_t_for(self, t, x))
+        return self.reverse_f(_check_score_fn(score_fn), x, _check_t_for(self, t, x))
 
     def ode_drift(self, score_fn: ScoreFn, x: Tensor, t: Tensor) -> Tensor:
         """Velocity of the probability-flow ODE, ``dx/dt = f(x, t) - 1/2 g(t)^2 s(x, t)``."""
         x = _check_x("x", x)
-        return self._reverse_drift(_check_score_fn(score_fn), x, _check_t_for(self, t, x), weight=0.5)
+        return self.reverse_f(_check_score_fn(score_fn), x, _check_t_for(self, t, x), weight=0.5)
 
     def reverse(self, score_fn: ScoreFn, *, probability_flow: bool = False) -> ReverseSDE:
         """The reverse-time SDE (or, with ``probability_flow=True``, the probability-flow ODE).
@@ -263,7 +308,7 @@ class ReverseSDE:
     def drift(self, x: Tensor, t: Tensor) -> Tensor:
         """``f(x, t) - w g(t)^2 s(x, t)`` with ``w = 1`` (SDE) or ``1/2`` (ODE)."""
         x = _check_x("x", x)
-        return self.sde._reverse_drift(self.score_fn, x, _check_t_for(self.sde, t, x), weight=self._weight)
+        return self.sde.reverse_f(self.score_fn, x, _check_t_for(self.sde, t, x), weight=self._weight)
 
     def diffusion(self, t: Tensor) -> Tensor:
         """``g(t)`` for the SDE, zeros for the probability-flow ODE; ``(B,)``."""
@@ -278,7 +323,7 @@ class ReverseSDE:
         return self._discretize(x, t, dt)
 
     def _discretize(self, x: Tensor, t: Tensor, dt: float) -> tuple[Tensor, Tensor]:
-        f, G = self.sde._discretize(x, t, dt)
+        f, G = self.sde.step_coefficients(x, t, dt)
         score = _call_score(self.score_fn, x, t)
         rev_f = f - self._weight * append_dims(G**2, x.dim()) * score
         return rev_f, torch.zeros_like(G) if self.probability_flow else G
@@ -293,7 +338,7 @@ def _check_score_fn(score_fn: Any) -> ScoreFn:
     return score_fn
 
 
-def _check_shape(name: str, shape: Any) -> tuple[int, ...]:
+def check_sample_shape(name: str, shape: Any) -> tuple[int, ...]:
     """Validate a sample shape ``(B, *event)`` of positive integers."""
     if isinstance(shape, torch.Size):
         shape = tuple(shape)
@@ -302,3 +347,6 @@ def _check_shape(name: str, shape: Any) -> tuple[int, ...]:
     ):
         raise ValueError(f"{name} must be a tuple (batch, *event) of positive integers, got {shape!r}")
     return tuple(shape)
+
+
+_check_shape = check_sample_shape  # old private name

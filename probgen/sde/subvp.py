@@ -39,13 +39,18 @@ class SubVPSDE(VPSDE):
         True
     """
 
-    def _diffusion(self, t: Tensor) -> Tensor:
+    def time_of_sigma(self, sigma: Tensor) -> Tensor:
+        """The time with ``(1 - α²) / α = sigma``: ``α = (√(σ² + 4) - σ) / 2``."""
+        alpha = 0.5 * ((sigma**2 + 4.0).sqrt() - sigma)
+        return self._time_of_log_alpha(alpha.log()).clamp(0.0, self.T)
+
+    def g(self, t: Tensor) -> Tensor:
         discount = -torch.expm1(4.0 * self._log_mean_coeff(t))
         return (self._beta(t) * discount).clamp_min(0.0).sqrt()
 
-    def _marginal_std(self, t: Tensor) -> Tensor:
+    def std(self, t: Tensor) -> Tensor:
         return -torch.expm1(2.0 * self._log_mean_coeff(t))
 
-    def _discretize(self, x: Tensor, t: Tensor, dt: float) -> tuple[Tensor, Tensor]:
+    def step_coefficients(self, x: Tensor, t: Tensor, dt: float) -> tuple[Tensor, Tensor]:
         # score_sde_pytorch's subVPSDE has no DDPM-style discretisation: Euler–Maruyama.
-        return super(VPSDE, self)._discretize(x, t, dt)
+        return super(VPSDE, self).step_coefficients(x, t, dt)

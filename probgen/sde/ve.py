@@ -69,19 +69,23 @@ class VESDE(SDE):
     def _sigma(self, t: Tensor) -> Tensor:
         return self.sigma_min * torch.exp(t * self._log_ratio)
 
-    def _drift(self, x: Tensor, t: Tensor) -> Tensor:
+    def time_of_sigma(self, sigma: Tensor) -> Tensor:
+        """The time with ``sigma(t) = sigma``, clamped to ``[0, T]``."""
+        return (torch.log(sigma / self.sigma_min) / self._log_ratio).clamp(0.0, self.T)
+
+    def f(self, x: Tensor, t: Tensor) -> Tensor:
         return torch.zeros_like(x)
 
-    def _diffusion(self, t: Tensor) -> Tensor:
+    def g(self, t: Tensor) -> Tensor:
         return self._sigma(t) * math.sqrt(2.0 * self._log_ratio)
 
-    def _marginal_scale(self, t: Tensor) -> Tensor:
+    def mean_scale(self, t: Tensor) -> Tensor:
         return torch.ones_like(t)
 
-    def _marginal_std(self, t: Tensor) -> Tensor:
+    def std(self, t: Tensor) -> Tensor:
         return self._sigma(t)
 
-    def _discretize(self, x: Tensor, t: Tensor, dt: float) -> tuple[Tensor, Tensor]:
+    def step_coefficients(self, x: Tensor, t: Tensor, dt: float) -> tuple[Tensor, Tensor]:
         # SMLD step x_i = x_{i-1} + sqrt(sigma_i^2 - sigma_{i-1}^2) z; sigma_{-1} = 0 below t = dt.
         prev = t - dt
         sigma_prev = torch.where(prev >= 0, self._sigma(prev.clamp_min(0.0)), torch.zeros_like(t))

@@ -74,23 +74,32 @@ class VPSDE(SDE):
     def _log_mean_coeff(self, t: Tensor) -> Tensor:
         return -0.25 * t**2 * (self.beta_max - self.beta_min) - 0.5 * t * self.beta_min
 
-    def _drift(self, x: Tensor, t: Tensor) -> Tensor:
+    def _time_of_log_alpha(self, log_alpha: Tensor) -> Tensor:
+        # solve (beta_max - beta_min)/4 t^2 + beta_min/2 t + log_alpha = 0 for t >= 0
+        delta = self.beta_max - self.beta_min
+        return (-0.5 * self.beta_min + (0.25 * self.beta_min**2 - delta * log_alpha).sqrt()) / (0.5 * delta)
+
+    def time_of_sigma(self, sigma: Tensor) -> Tensor:
+        """The time with ``std(t) / mean_scale(t) = sigma`` (closed form; σ-space samplers), clamped to ``[0, T]``."""
+        return self._time_of_log_alpha(-0.5 * torch.log1p(sigma**2)).clamp(0.0, self.T)
+
+    def f(self, x: Tensor, t: Tensor) -> Tensor:
         return -0.5 * append_dims(self._beta(t), x.dim()) * x
 
-    def _diffusion(self, t: Tensor) -> Tensor:
+    def g(self, t: Tensor) -> Tensor:
         return self._beta(t).sqrt()
 
-    def _marginal_scale(self, t: Tensor) -> Tensor:
+    def mean_scale(self, t: Tensor) -> Tensor:
         return self._log_mean_coeff(t).exp()
 
-    def _marginal_std(self, t: Tensor) -> Tensor:
+    def std(self, t: Tensor) -> Tensor:
         return (-torch.expm1(2.0 * self._log_mean_coeff(t))).clamp_min(0.0).sqrt()
 
-    def _discretize(self, x: Tensor, t: Tensor, dt: float) -> tuple[Tensor, Tensor]:
+    def step_coefficients(self, x: Tensor, t: Tensor, dt: float) -> tuple[Tensor, Tensor]:
         # DDPM step x_i = sqrt(1 - beta_i) x_{i-1} + sqrt(beta_i) z with beta_i = beta(t) dt.
         beta_i = (self._beta(t) * dt).clamp(max=1.0)
         f = append_dims(torch.sqrt(1.0 - beta_i) - 1.0, x.dim()) * x
         return f, beta_i.sqrt()
 
-    def _discrete_alpha(self, t: Tensor, dt: float) -> Tensor:
+    def corrector_alpha(self, t: Tensor, dt: float) -> Tensor:
         return 1.0 - (self._beta(t) * dt).clamp(max=1.0)

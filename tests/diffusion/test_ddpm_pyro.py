@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from probgen.diffusion.ddpm import DDPM
-from probgen.samplers.schedules import DiscreteSchedule
+from probgen.sde.discrete import DiscreteSchedule
 
 DT = torch.float64
 MU = torch.tensor([0.3, -0.2], dtype=DT)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from probgen.samplers.ddim import ddim_invert, sample_ancestral, sample_ddim
-from probgen.samplers.schedules import (
+from probgen.sde.discrete import (
     DiscreteSchedule,
     DiscreteVPSDE,
     cosine_betas,
@@ -71,13 +71,14 @@ def test_continuous_interpolation_and_lambda_inverse():
     grid = torch.arange(1, 101, dtype=DT) / 100
     assert torch.allclose(s.marginal_alpha(grid) ** 2, s.alphas_cumprod)
     assert torch.allclose(s.time_to_index(grid), torch.arange(100, dtype=DT))
-    # d log α / dt = -β(t)/2 inside a segment
-    sde = DiscreteVPSDE(s)
+    # d log α / dt = -β(t)/2 inside a segment (the piecewise-linear bridge; the default one is a smooth spline)
+    sde = DiscreteVPSDE(s, interpolation="linear")
     h = 1e-6
     tt = torch.tensor([0.4567], dtype=DT)
     slope = (s.marginal_log_mean_coeff(tt + h) - s.marginal_log_mean_coeff(tt - h)) / (2 * h)
     assert torch.allclose(slope, -0.5 * sde.beta(tt))
     assert DiscreteVPSDE(**sde.config()).schedule.num_steps == 100
+    assert DiscreteVPSDE(**sde.config()).interpolation == "linear"
 
 
 def test_uniform_timesteps():
@@ -162,7 +163,7 @@ def test_ddim_errors(kwargs, error, match):
 
 def test_sampler_entry_errors():
     s = DiscreteSchedule(linear_betas(10))
-    with pytest.raises(TypeError, match="schedule must be a probgen.samplers.schedules.DiscreteSchedule"):
+    with pytest.raises(TypeError, match="schedule must be a probgen.sde.discrete.DiscreteSchedule"):
         sample_ddim(lambda x, i: x, "linear", (2, 2))
     with pytest.raises(ValueError, match="unknown variance 'big'; valid choices: 'beta', 'beta_tilde'"):
         sample_ancestral(lambda x, i: x, s, (2, 2), variance="big")

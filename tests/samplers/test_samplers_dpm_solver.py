@@ -7,7 +7,7 @@ import torch
 
 from probgen.samplers.ddim import sample_ddim
 from probgen.samplers.dpm_solver import sample_dpm_solver, time_grid
-from probgen.samplers.schedules import DiscreteSchedule, linear_betas
+from probgen.sde.discrete import DiscreteSchedule, linear_betas
 
 DT = torch.float64
 MU = torch.tensor([1.0, -0.5], dtype=DT)
