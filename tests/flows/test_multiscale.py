@@ -162,3 +162,13 @@ def test_bad_inputs():
     flow = ImageFlow((1, 4, 4), num_scales=1, num_couplings=1, hidden=4)
     with pytest.raises(ValueError):
         flow.log_prob(torch.randn(2, 1, 5, 5))
+
+
+def test_checkpoint_round_trip(tmp_path):
+    flow = ImageFlow((1, 4, 4), num_scales=1, num_couplings=1, hidden=4, logit=(0.0, 1.0))
+    _perturb(flow)
+    pg.save(tmp_path / "checkpoint.pt", flow)
+    again = pg.load(tmp_path)
+    assert isinstance(again, ImageFlow)
+    x = torch.rand(3, 1, 4, 4)
+    assert torch.allclose(again.log_prob(x), flow.log_prob(x))
