@@ -193,12 +193,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--iwae-k", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, help="append results as JSON lines to this file")
+    p.add_argument("--override", default=None,
+                   help='JSON merged into the settings, e.g. \'{"vae": {"model": {"channels": [8, 16]}}}\'')
     args = p.parse_args(argv)
     torch.manual_seed(args.seed)
     folder = Path(args.data_dir)
     train = load_mnist(folder, "train")
     test = load_mnist(folder, "t10k")[: args.num_test]
-    settings = SETTINGS[args.device]
+    settings = json.loads(json.dumps(SETTINGS[args.device]))
+    if args.override:
+        for name, part in json.loads(args.override).items():
+            for key, value in part.items():
+                if isinstance(value, dict):
+                    settings[name][key].update(value)
+                else:
+                    settings[name][key] = value
     for name in args.models.split(","):
         t0 = time.perf_counter()
         cfg = settings[name]
