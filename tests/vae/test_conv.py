@@ -68,3 +68,25 @@ def test_bad_inputs():
         ConvEncoder((784,), 4)
     with pytest.raises(ValueError, match="too small"):
         ConvDecoder(4, (1, 4, 4), channels=(4, 4, 4))
+
+
+def test_built_in_conv_nets_round_trip_through_checkpoint(tmp_path):
+    import probgen as pg
+
+    vae = VAE(latent_dim=4, event_shape=(1, 28, 28), likelihood="bernoulli", hidden=(32,), conv_channels=(4, 8))
+    assert isinstance(vae.encoder, ConvEncoder) and isinstance(vae.decoder, ConvDecoder)
+    pg.save(tmp_path / "checkpoint.pt", vae)
+    again = pg.load(tmp_path)
+    assert again.config() == vae.config() and again.config()["conv_channels"] == [4, 8]
+    x = torch.bernoulli(torch.full((2, 1, 28, 28), 0.3))
+    with torch.no_grad():
+        assert torch.equal(again.encoder(x)[0], vae.encoder(x)[0])
+        assert torch.equal(again.decoder(torch.zeros(1, 4)), vae.decoder(torch.zeros(1, 4)))
+    with pytest.raises(ValueError, match="conv_channels needs an image event_shape"):
+        VAE(latent_dim=2, event_shape=(4,), conv_channels=(4,))
+
+
+def test_conv_nets_with_flow_posterior():
+    vae = VAE(latent_dim=4, event_shape=(1, 8, 8), likelihood="bernoulli", hidden=(16,), conv_channels=(4,),
+              posterior="iaf", num_flows=1)
+    assert torch.isfinite(vae.loss(torch.bernoulli(torch.full((3, 1, 8, 8), 0.5))))
