@@ -57,7 +57,7 @@ SETTINGS = {
     "cpu": {
         "flow": {"model": {"num_scales": 2, "num_couplings": 2, "hidden": 32, "num_blocks": 0},
                  "batch_size": 32, "lr": 1e-3},
-        "vae": {"model": {"latent_dim": 16, "channels": [16, 32], "hidden": 256}, "batch_size": 128, "lr": 1e-3},
+        "vae": {"model": {"latent_dim": 16, "channels": [8, 16], "hidden": 128}, "batch_size": 128, "lr": 1e-3},
         "gan": {"kind": "gan", "model": {"latent_dim": 32, "channels": [16, 32]}, "batch_size": 64, "lr": 2e-4,
                 "updates": 1},
     },
