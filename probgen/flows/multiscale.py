@@ -266,7 +266,7 @@ class ImageAffineCoupling(_ActiveBlock):
         super().__init__(shape)
         self.mask_kind = check_choice("mask", mask, ("checkerboard", "channel"))
         c, h, w = self.shape
-        self.parity = int(parity)
+        self.parity = check_int("parity", parity, minimum=0, maximum=1)
         if self.mask_kind == "checkerboard":
             self.register_buffer("mask", checkerboard_mask(h, w, parity=self.parity))
             self.net = CouplingNet(c + 1, 2 * c, hidden=hidden, num_blocks=num_blocks)
