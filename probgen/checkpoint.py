@@ -86,6 +86,7 @@ CHECKPOINT_NAME = "checkpoint.pt"
 #: Family name -> ``"module:QualifiedName"`` of the class that rebuilds it (resolved lazily).
 FAMILIES: dict[str, str] = {
     "flow": "probgen.flows:Flow",
+    "image-flow": "probgen.flows:ImageFlow",
     "score-sde": "probgen.diffusion:ScoreSDE",
     "ddpm": "probgen.diffusion:DDPM",
     "vae": "probgen.vae:VAE",

@@ -103,7 +103,7 @@ def _assert_same_weights(a: nn.Module, b: nn.Module) -> None:
 
 def test_families_table_is_the_documented_one():
     assert FAMILIES == {
-        "flow": "probgen.flows:Flow", "score-sde": "probgen.diffusion:ScoreSDE", "ddpm": "probgen.diffusion:DDPM",
+        "flow": "probgen.flows:Flow", "image-flow": "probgen.flows:ImageFlow", "score-sde": "probgen.diffusion:ScoreSDE", "ddpm": "probgen.diffusion:DDPM",
         "vae": "probgen.vae:VAE", "cvae": "probgen.vae:ConditionalVAE", "ebm": "probgen.ebm:EBM",
         "rbm": "probgen.ebm:BernoulliRBM",
         "gaussian-rbm": "probgen.ebm:GaussianBernoulliRBM", "made": "probgen.flows:MADE",

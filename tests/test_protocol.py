@@ -20,6 +20,8 @@ def _binary(n, d):
 FAMILIES = [
     ("flow-spline", lambda: pg.flows.Flow(2, "spline"), lambda n: torch.randn(n, 2), True, {}),
     ("flow-realnvp", lambda: pg.flows.Flow(2, "realnvp"), lambda n: torch.randn(n, 2), True, {}),
+    ("image-flow", lambda: pg.flows.ImageFlow((1, 4, 4), num_scales=1, num_couplings=1, hidden=4),
+     lambda n: torch.randn(n, 1, 4, 4), True, {}),
     ("made", lambda: pg.flows.MADE(6, hidden=(16,)), lambda n: _binary(n, 6), True, {}),
     ("score-sde", lambda: pg.diffusion.ScoreSDE((2,)), lambda n: torch.randn(n, 2), True,
      {"method": "ode", "rtol": 1e-3, "atol": 1e-3}),

@@ -44,7 +44,7 @@ _MLP_DEFAULTS: dict[str, Any] = {"hidden": [128, 128, 128], "embed_dim": 64, "em
                                  "fourier_scale": 16.0, "zero_init_last": True}
 _UNET_DEFAULTS: dict[str, Any] = {"base_channels": 16, "channel_mults": [1, 2], "embed_dim": 64,
                                   "embedding": "fourier", "fourier_scale": 16.0}
-_IMAGE_SIZES = (8, 28)
+_IMAGE_SIZES = (8, 28, 32)
 
 
 def _check_shape_tuple(event_shape: Any) -> tuple[int, ...]:

@@ -6,6 +6,7 @@
 * :class:`CNFTransform` — a Pyro ``TransformModule`` integrating ``dx/dt = f(x, t)`` with torchdiffeq.
 * :class:`ActNorm`, :class:`Permutation`, :class:`InvertiblePlanar`, :class:`InvertibleRadial`,
   :class:`AffineAutoregressive` — the transforms Pyro lacks (or lacks an inverse for).
+* :class:`ImageFlow` — multi-scale coupling flow for images ``(C, H, W)`` (RealNVP/Glow).
 * :class:`MADE` — masked autoregressive Bernoulli model for binary vectors.
 """
 
@@ -15,6 +16,7 @@ from probgen.flows.cnf import ODE_METHODS, CNFTransform
 from probgen.flows.flow import FLOW_KINDS, Flow, flow_options
 from probgen.flows.made import MADE, MaskedLinear
 from probgen.flows.matching import FlowMatching, ot_coupling
+from probgen.flows.multiscale import ImageFlow
 from probgen.flows.transforms import ActNorm, AffineAutoregressive, InvertiblePlanar, InvertibleRadial, Permutation
 
 __all__ = [
@@ -32,4 +34,5 @@ __all__ = [
     "AffineAutoregressive",
     "MADE",
     "MaskedLinear",
+    "ImageFlow",
 ]

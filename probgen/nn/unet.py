@@ -59,7 +59,7 @@ class _Attention(nn.Module):
 
 
 class UNet(nn.Module):
-    """DDPM-style U-Net ``f(x, t)`` for small images (8×8 digits, 28×28 MNIST-like).
+    """DDPM-style U-Net ``f(x, t)`` for small images (8×8 digits, 28×28 MNIST, 32×32 CIFAR-10).
 
     .. math::
 

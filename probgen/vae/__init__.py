@@ -4,12 +4,14 @@
   flow (IAF, affine coupling) posterior, ELBO training and the IWAE log-likelihood bound;
 * :class:`ConditionalVAE` — the conditional / semi-supervised VAE (Kingma et al. 2014, "M2"), labels
   marginalised by enumeration where missing (``y = -1``);
-* :mod:`probgen.vae.nets` — the built-in encoder, decoder and classifier networks.
+* :mod:`probgen.vae.nets` — the built-in encoder, decoder and classifier networks;
+* :mod:`probgen.vae.conv` — :class:`ConvEncoder` / :class:`ConvDecoder` for 28×28 and 32×32×3 images.
 """
 
 from __future__ import annotations
 
 from probgen.vae.conditional import ConditionalVAE
+from probgen.vae.conv import ConvDecoder, ConvEncoder
 from probgen.vae.nets import Classifier, Decoder, GaussianEncoder
 from probgen.vae.vae import ELBO_ESTIMATORS, LIKELIHOODS, POSTERIORS, VAE, ObservationModel
 
@@ -19,6 +21,8 @@ __all__ = [
     "GaussianEncoder",
     "Decoder",
     "Classifier",
+    "ConvEncoder",
+    "ConvDecoder",
     "ObservationModel",
     "LIKELIHOODS",
     "POSTERIORS",

@@ -51,6 +51,7 @@ from probgen._checks import (
     check_positive,
 )
 from probgen.protocol import ModelDistribution
+from probgen.vae.conv import ConvDecoder, ConvEncoder
 from probgen.vae.nets import DEFAULT_HIDDEN, Decoder, GaussianEncoder, _hidden, check_event_shape_tuple
 
 __all__ = [
@@ -295,6 +296,10 @@ class VAE(nn.Module):
             ``2 L``, the context then being ``[loc, log scale]``. The built-in encoder supplies its last
             hidden layer.
         elbo: ``"analytic"`` or ``"mc"``; default ``"analytic"`` for a Gaussian posterior, ``"mc"`` for flows.
+        conv_channels: for image data ``(C, H, W)``: build the built-in nets as
+            :class:`probgen.vae.conv.ConvEncoder` / :class:`~probgen.vae.conv.ConvDecoder` with these channels per
+            stride-2 level and a dense layer of ``hidden[-1]`` (``None``: the MLPs). A flow posterior then takes
+            the context ``[loc, log scale]``.
 
     Shapes:
         ``x: (B, *event_shape)``; ``elbo(x)``, ``log_likelihood(x)``: ``(B,)`` nats; ``sample(n)``:
@@ -332,6 +337,7 @@ class VAE(nn.Module):
         flow_hidden: Sequence[int] | None = None,
         context_dim: int | None = None,
         elbo: str | None = None,
+        conv_channels: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         if latent_dim is None:
@@ -363,7 +369,14 @@ class VAE(nn.Module):
         self.event_shape = check_event_shape_tuple(event_shape)
 
         uses_flow = self.posterior_kind != "gaussian"
-        if encoder is None:
+        self.conv_channels = None if conv_channels is None else _hidden(conv_channels)
+        if self.conv_channels is not None and len(self.event_shape) != 3:
+            raise ValueError(f"conv_channels needs an image event_shape (C, H, W), got {self.event_shape}")
+        if encoder is None and self.conv_channels is not None:
+            encoder = ConvEncoder(self.event_shape, self.latent_dim, channels=self.conv_channels,
+                                  hidden=self.hidden[-1], activation=activation)
+            self.context_dim = 2 * self.latent_dim if uses_flow else 0
+        elif encoder is None:
             encoder = GaussianEncoder(
                 self.event_shape, self.latent_dim, hidden=self.hidden, activation=activation,
                 context_features=self.hidden[-1] if uses_flow else 0,
@@ -372,7 +385,10 @@ class VAE(nn.Module):
         else:
             self.context_dim = (2 * self.latent_dim if context_dim is None else
                                 check_int("context_dim", context_dim, minimum=1)) if uses_flow else 0
-        if decoder is None:
+        if decoder is None and self.conv_channels is not None:
+            decoder = ConvDecoder(self.latent_dim, self.event_shape, channels=self.conv_channels,
+                                  hidden=self.hidden[-1], activation=activation)
+        elif decoder is None:
             decoder = Decoder(self.latent_dim, self.event_shape, hidden=self.hidden[::-1], activation=activation)
         self.encoder = encoder
         self.decoder = decoder
@@ -659,6 +675,7 @@ class VAE(nn.Module):
             "num_flows": self.num_flows,
             "flow_hidden": list(self.flow_hidden),
             "elbo": self.elbo_estimator,
+            "conv_channels": None if self.conv_channels is None else list(self.conv_channels),
         }
 
     def extra_repr(self) -> str:
