@@ -4,7 +4,11 @@
   xor ``potential_fn``), for :class:`pyro.infer.MCMC`;
 * :func:`run_chains` — ``C`` ULA/MALA/HMC chains of a batched potential as one tensor
   (:func:`model_potential` builds one from a Pyro model);
-* :func:`ais` — annealed importance sampling estimates of log normalising constants.
+* :func:`ais` — annealed importance sampling estimates of log normalising constants;
+* :func:`posterior_sample` — posterior draws of a site whose prior is a probgen model (DPS, ΠGDM, DDRM,
+  annealed Langevin, SMC, MCMC), :class:`LinearGaussian` observations with mask/blur/subsample/dense
+  operators, :func:`posterior_calibration` against exact Gaussian-mixture posteriors
+  (:mod:`probgen.infer.posterior`).
 """
 
 from __future__ import annotations
@@ -23,6 +27,18 @@ from probgen.infer.batched import (
     ula_step,
 )
 from probgen.infer.langevin import MALA, ULA
+from probgen.infer.posterior import (
+    BlurOperator,
+    DenseOperator,
+    GaussianMixture,
+    LinearGaussian,
+    LinearOperator,
+    MaskOperator,
+    PosteriorResult,
+    SubsampleOperator,
+    posterior_calibration,
+    posterior_sample,
+)
 
 __all__ = [
     "MALA",
@@ -42,4 +58,14 @@ __all__ = [
     "ais",
     "ais_schedule",
     "AISResult",
+    "posterior_sample",
+    "PosteriorResult",
+    "LinearGaussian",
+    "LinearOperator",
+    "MaskOperator",
+    "DenseOperator",
+    "BlurOperator",
+    "SubsampleOperator",
+    "posterior_calibration",
+    "GaussianMixture",
 ]
