@@ -279,7 +279,7 @@ def test_smc_converges_as_particles_grow():
     errors, rows = [], None
     for k in (50, 400, 2000):
         rows = posterior_calibration(_score_sde(gm), gm, op, 0.3, methods=("smc",), num_samples=k,
-                                     num_observations=3, method_options={"smc": {"steps": 200}}, seed=1)
+                                     num_observations=3, method_options={"smc": {"steps": 300}}, seed=1)
         errors.append(rows[1]["sw"])
     assert errors[2] < errors[1] < errors[0]
     # coverage of the central 90 % interval at K = 2000: the MC standard error of an interval from n draws
