@@ -26,6 +26,9 @@ import time
 from pathlib import Path
 from typing import Any, NoReturn, Sequence
 
+from probgen.cli_condition import COMMANDS as _condition_commands
+from probgen.cli_condition import add_parsers as _add_condition_parsers
+
 __all__ = ["main", "build_parser", "UsageError"]
 
 
@@ -153,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     data_sub = data.add_subparsers(dest="data_command", metavar="ACTION", parser_class=_Parser)
     data_sub.required = True
     data_sub.add_parser("list", help="list the built-in data sets")
+    _add_condition_parsers(sub, _positive_int, _positive_float, _nonnegative_int)  # condition, impute
     return parser
 
 
@@ -630,6 +634,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
 
 _COMMANDS = {"fit": _cmd_fit, "sample": _cmd_sample, "nll": _cmd_nll, "evaluate": _cmd_evaluate,
              "compare": _cmd_compare, "mcmc": _cmd_mcmc, "data": _cmd_data}
+_COMMANDS.update(_condition_commands)  # condition, impute (probgen/cli_condition.py)
 
 
 def _one_line(exc: BaseException) -> str:

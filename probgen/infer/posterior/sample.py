@@ -28,6 +28,7 @@ from torch import Tensor
 from probgen._checks import check_choice, check_int
 from probgen.infer.posterior._likelihood import ModelLikelihood
 from probgen.infer.posterior._prior import DiffusionPrior, is_diffusion
+from probgen.infer.posterior.calibration import GaussianMixture  # noqa: F401  (the doctest's prior)
 from probgen.infer.posterior.ddrm import ddrm
 from probgen.infer.posterior.dps import dps
 from probgen.infer.posterior.langevin import annealed_langevin
@@ -131,7 +132,9 @@ def posterior_sample(model: Callable, *args: Any, site: str, method: str = "smc"
     Example:
         >>> import pyro, pyro.distributions as dist
         >>> from probgen.diffusion import ScoreSDE
-        >>> prior = ScoreSDE((2,), net=lambda x, t: -x, parameterization="score")  # p = N(0, I)
+        >>> from probgen.sde import VPSDE
+        >>> gm = GaussianMixture(torch.ones(1), torch.zeros(1, 2), torch.eye(2)[None])  # p = N(0, I)
+        >>> prior = ScoreSDE((2,), sde=VPSDE(), net=gm.score_fn(VPSDE()), parameterization="score")
         >>> def model(y):
         ...     x = pyro.sample("x", prior.as_distribution())
         ...     pyro.sample("y", dist.Normal(x[..., 0], 0.5), obs=y)
