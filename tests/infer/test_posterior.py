@@ -115,6 +115,10 @@ def test_linear_gaussian_site_is_recognised():
     op = DenseOperator(torch.tensor([[1.0, 2.0]], dtype=F64))
     lik = ModelLikelihood(_model(prior, LinearGaussian(op, 0.1)), (torch.tensor([0.5], dtype=F64),), {}, "x")
     assert lik.linear is not None and lik.linear[0] is op and lik.linear[1] == 0.1
+    x = torch.randn(5, 2, dtype=F64)
+    traced = torch.stack([lik._one(xi) for xi in x])  # the model's own trace, one particle at a time
+    torch.testing.assert_close(lik.log_prob(x), traced)
+    torch.testing.assert_close(traced, dist.Normal(x @ op.matrix.T, 0.1).to_event(1).log_prob(torch.tensor([0.5], dtype=F64)))
 
 
 # ------------------------------------------------------------------------------------------- bad input

@@ -11,6 +11,7 @@ its gradient comes from autograd.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -133,7 +134,16 @@ class ModelLikelihood:
         return total
 
     def log_prob(self, x: Tensor) -> Tensor:
-        """``log p(y | x)`` for ``x: (B, *event)`` -> ``(B,)`` (differentiable in ``x``)."""
+        """``log p(y | x)`` for ``x: (B, *event)`` -> ``(B,)`` (differentiable in ``x``).
+
+        A lone ``LinearGaussian`` observation is evaluated directly, ``-‖y - A x‖²/(2σ²) - m/2 log(2πσ²)``
+        (the same number as its distribution's ``log_prob``, without tracing the model per call).
+        """
+        if self.linear is not None:
+            operator, noise_std, y = self.linear
+            res = y.to(x).reshape(1, -1) - operator(x)
+            m = operator.out_dim
+            return -0.5 * (res * res).sum(-1) / noise_std**2 - 0.5 * m * math.log(2 * math.pi * noise_std**2)
         if self._vmap:
             try:
                 return torch.func.vmap(self._one)(x)

@@ -30,8 +30,6 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from probgen.ops.shapes import append_dims
-
 __all__ = ["DiffusionPrior", "is_diffusion"]
 
 
@@ -53,6 +51,7 @@ class DiffusionPrior:
         num_steps = getattr(model, "num_steps", None)  # DDPM: nothing below step 1
         self.t_min = max(1e-3, 1.0 / num_steps) if isinstance(num_steps, int) else 1e-3
         self.nfe = 0
+        self._schedule: dict[float, tuple[float, float]] = {}  # t -> (α_t, σ_t), filled once per grid time
 
     def times(self, steps: int) -> Tensor:
         """``steps + 1`` times from ``T`` down to ``t_min``, uniform."""
@@ -61,11 +60,18 @@ class DiffusionPrior:
     def _t(self, t: Tensor | float, n: int) -> Tensor:
         return torch.as_tensor(t, dtype=self.dtype, device=self.device).expand(n)
 
+    def _ab(self, t: Tensor | float) -> tuple[float, float]:
+        key = float(t)
+        if key not in self._schedule:
+            one = self._t(key, 1)
+            self._schedule[key] = (float(self.sde.marginal_scale(one)), float(self.sde.marginal_std(one)))
+        return self._schedule[key]
+
     def alpha(self, t: Tensor | float, n: int = 1) -> Tensor:
-        return self.sde.marginal_scale(self._t(t, n))
+        return torch.full((n,), self._ab(t)[0], dtype=self.dtype, device=self.device)
 
     def sigma(self, t: Tensor | float, n: int = 1) -> Tensor:
-        return self.sde.marginal_std(self._t(t, n))
+        return torch.full((n,), self._ab(t)[1], dtype=self.dtype, device=self.device)
 
     def prior(self, num: int, generator: torch.Generator | None) -> Tensor:
         """``x_T ~ N(0, σ_T² I)`` (the SDE's prior)."""
@@ -78,13 +84,13 @@ class DiffusionPrior:
 
     def denoise(self, x: Tensor, t: Tensor | float) -> Tensor:
         """Tweedie: ``x̂₀ = (x + σ(t)² s(x, t)) / α(t)``."""
-        a, s = self.alpha(t, x.shape[0]), self.sigma(t, x.shape[0])
-        return (x + append_dims(s**2, x.dim()) * self.score(x, t)) / append_dims(a, x.dim())
+        a, s = self._ab(t)
+        return (x + s * s * self.score(x, t)) / a
 
     def ancestral(self, x: Tensor, x0: Tensor, t: Tensor | float, s: Tensor | float) -> tuple[Tensor, Tensor, Tensor]:
         """``(μ, σ̃, c)`` of ``q(x_s | x_t, x̂₀)``: mean ``(B, *event)``, std and guidance weight ``c = σ_{t|s}²/α_{t|s}`` (floats)."""
-        a_t, a_s = float(self.alpha(t)), float(self.alpha(s))
-        v_t, v_s = float(self.sigma(t)) ** 2, float(self.sigma(s)) ** 2
+        (a_t, sd_t), (a_s, sd_s) = self._ab(t), self._ab(s)
+        v_t, v_s = sd_t**2, sd_s**2
         a_ts = a_t / a_s
         v_ts = max(v_t - a_ts**2 * v_s, 0.0)
         mean = (a_ts * v_s / v_t) * x + (a_s * v_ts / v_t) * x0

@@ -108,7 +108,14 @@ class LinearOperator:
         eye = torch.eye(self.in_dim, dtype=dtype, device=device).reshape(self.in_dim, *self.event_shape)
         return self._forward(eye).T
 
-    def svd(self) -> OperatorSVD:  # pragma: no cover - abstract
+    def svd(self) -> OperatorSVD:
+        """``A = U diag(s) Vᵀ`` as functions (built once per operator, then cached)."""
+        cached = getattr(self, "_svd_cache", None)
+        if cached is None:
+            cached = self._svd_cache = self._make_svd()
+        return cached
+
+    def _make_svd(self) -> OperatorSVD:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def __repr__(self) -> str:
@@ -151,7 +158,7 @@ class MaskOperator(LinearOperator):
         out[:, self.observed.to(y.device)] = y
         return out.reshape(y.shape[0], *self.event_shape)
 
-    def svd(self) -> OperatorSVD:
+    def _make_svd(self) -> OperatorSVD:
         perm = self._perm
         inv = torch.argsort(perm)
 
@@ -194,7 +201,7 @@ class DenseOperator(LinearOperator):
     def _adjoint(self, y: Tensor) -> Tensor:
         return (y @ self.matrix.to(y)).reshape(y.shape[0], *self.event_shape)
 
-    def svd(self) -> OperatorSVD:
+    def _make_svd(self) -> OperatorSVD:
         if self._svd is None:
             U, s, Vh = torch.linalg.svd(self.matrix.to(torch.float64), full_matrices=True)
             self._svd = (U, s, Vh)
@@ -234,7 +241,7 @@ class _Separable(LinearOperator):
         out = self._apply(y, [f.T for f in self.factors], self._out_axes)
         return out.reshape(y.shape[0], *self.event_shape)
 
-    def svd(self) -> OperatorSVD:
+    def _make_svd(self) -> OperatorSVD:
         if self._svds is None:
             self._svds = [torch.linalg.svd(f.to(torch.float64), full_matrices=True) for f in self.factors]
         Us = [u for u, _, _ in self._svds]
