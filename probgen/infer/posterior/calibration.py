@@ -19,7 +19,6 @@ mixture's marginal CDFs, so the only noise is the method's own).
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
