@@ -290,3 +290,18 @@ def test_smc_converges_as_particles_grow():
     # is about sqrt(0.9 * 0.1 / n) per coordinate (0.004 for 3 x 2000 draws); allow 3 of them plus 0.01 for
     # resampling (fewer distinct draws than K) and the chain's discretisation
     assert abs(rows[1]["cover90"] - 0.9) < 3 * math.sqrt(0.09 / (3 * 2000)) + 0.01
+
+
+@pytest.mark.parametrize("method", ["pigdm", "ddrm", "smc"])
+def test_image_event_shapes_with_blur_and_subsample(method):
+    # the exact predictor of N(0, I) images, ε̂ = σ_t x: then p(x | y) is Gaussian and ΠGDM is exact
+    class StandardNormalEps(torch.nn.Module):
+        def forward(self, x, index):
+            return model.schedule.marginal_std(model.schedule.index_to_time(index).to(x))[:, None, None, None] * x
+
+    model = DDPM((1, 4, 4), num_steps=1000, eps_net=StandardNormalEps())
+    for op in (pg.infer.BlurOperator((1, 4, 4), size=3), pg.infer.SubsampleOperator((1, 4, 4), factor=2)):
+        lik = LinearGaussian(op, 0.1)
+        y = lik.sample(torch.randn(1, 1, 4, 4))[0]
+        post = posterior_sample(_model(model, lik), y, site="x", method=method, num_samples=16, steps=10)
+        assert post.samples.shape == (16, 1, 4, 4) and bool(torch.isfinite(post.samples).all())
