@@ -305,3 +305,21 @@ def test_image_event_shapes_with_blur_and_subsample(method):
         y = lik.sample(torch.randn(1, 1, 4, 4))[0]
         post = posterior_sample(_model(model, lik), y, site="x", method=method, num_samples=16, steps=10)
         assert post.samples.shape == (16, 1, 4, 4) and bool(torch.isfinite(post.samples).all())
+
+
+@pytest.mark.slow
+def test_mcmc_on_a_score_sde_through_the_ode():
+    # N(0, I) prior with its exact score; y = x_0 + N(0, 0.5²): posterior mean of x_0 is y / 1.25, sd 0.447
+    gm = GaussianMixture(torch.ones(1, dtype=F64), torch.zeros(1, 2, dtype=F64), torch.eye(2, dtype=F64)[None])
+    prior = _score_sde(gm)
+
+    def model(y):
+        x = pyro.sample("x", prior.as_distribution())
+        pyro.sample("y", dist.Normal(x[..., 0], 0.5), obs=y)
+
+    post = posterior_sample(model, torch.tensor(1.0, dtype=F64), site="x", method="mcmc", num_samples=200,
+                            num_chains=10, warmup_steps=30, init=torch.zeros(10, 2, dtype=F64),
+                            generator=torch.Generator().manual_seed(0))
+    # about 50 effective draws: 4 standard errors of 0.447 / sqrt(50)
+    assert abs(float(post.mean()[0]) - 0.8) < 0.25 and abs(float(post.mean()[1])) < 0.25
+    assert float(post.accept_prob.mean()) > 0.1
