@@ -27,6 +27,9 @@ import time
 from pathlib import Path
 from typing import Any, NoReturn, Sequence
 
+from probgen.cli_condition import COMMANDS as _condition_commands
+from probgen.cli_condition import add_parsers as _add_condition_parsers
+
 __all__ = ["main", "build_parser", "UsageError"]
 
 
@@ -162,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("name", metavar="NAME", help="mnist, fashion-mnist or cifar10")
     _add_data_dir(fetch)
     fetch.add_argument("--url", default=None, help="a mirror's base URL (CIFAR-10: the archive's URL)")
+    _add_condition_parsers(sub, _positive_int, _positive_float, _nonnegative_int)  # condition, impute
     return parser
 
 
@@ -649,6 +653,7 @@ def _cmd_data_fetch(args: argparse.Namespace) -> int:
 
 _COMMANDS = {"fit": _cmd_fit, "sample": _cmd_sample, "nll": _cmd_nll, "evaluate": _cmd_evaluate,
              "compare": _cmd_compare, "mcmc": _cmd_mcmc, "data": _cmd_data}
+_COMMANDS.update(_condition_commands)  # condition, impute (probgen/cli_condition.py)
 
 
 def _one_line(exc: BaseException) -> str:

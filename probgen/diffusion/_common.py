@@ -219,6 +219,8 @@ class _DiffusionBase(nn.Module):
         return ModelDistribution(
             self,
             self.event_shape,
-            log_prob_fn=functools.partial(self.log_prob, trace=trace, rtol=rtol, atol=atol),
+            # differentiable=True: log_prob keeps its graph when autograd is on (Pyro NUTS, probgen MALA,
+            # posterior_sample(method="mcmc")); under torch.no_grad() it still solves without one
+            log_prob_fn=functools.partial(self.log_prob, trace=trace, rtol=rtol, atol=atol, differentiable=True),
             sample_opts=sample_opts,
         )
