@@ -73,6 +73,7 @@ from probgen.gan.losses import (
     wasserstein_generator_loss,
 )
 from probgen.gan.nets import _Discriminator, _Generator
+from probgen.gan.conv_nets import ConvDiscriminator, ConvGenerator
 from probgen.nn import ACTIVATIONS
 from probgen.protocol import ModelDistribution
 
@@ -124,6 +125,15 @@ def _check_event_shape_arg(event_shape: Any) -> tuple[int, ...]:
             f"got {event_shape!r}"
         )
     return tuple(check_int(f"event_shape[{i}]", s, minimum=1) for i, s in enumerate(event_shape))
+
+
+def _check_conv_channels(channels: Any, event_shape: tuple[int, ...]) -> tuple[int, ...]:
+    if len(event_shape) != 3:
+        raise ValueError(f"conv_channels needs an image event shape (C, H, W), got {event_shape}")
+    if isinstance(channels, int) or not isinstance(channels, (tuple, list)) or not channels:
+        raise TypeError(f"conv_channels must be a non-empty sequence of channel counts such as (64, 128), "
+                        f"got {channels!r}")
+    return tuple(check_int(f"conv_channels[{i}]", c, minimum=1) for i, c in enumerate(channels))
 
 
 def _check_hidden(hidden: Any) -> tuple[int, ...]:
@@ -192,6 +202,7 @@ class AdversarialModel(nn.Module):
         batch_mode: str = "reuse",
         num_updates: int = 1,
         num_updates_name: str = "d_steps",
+        conv_channels: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         self.event_shape = _check_event_shape_arg(event_shape)
@@ -212,10 +223,16 @@ class AdversarialModel(nn.Module):
                 raise TypeError(f"{name} must be a torch.nn.Module or None (built-in MLP), got {type(net).__name__}")
         self._custom = tuple(n for n, net in (("generator", generator), ("discriminator", discriminator))
                              if net is not None)
-        self.generator = generator if generator is not None else _Generator(
-            self.latent_dim, self.event_shape, self.hidden, activation)
-        self.discriminator = discriminator if discriminator is not None else _Discriminator(
-            self.event_shape, self.hidden, activation)
+        self.conv_channels = None if conv_channels is None else _check_conv_channels(conv_channels, self.event_shape)
+        if self.conv_channels is not None:  # image GANs: DCGAN-style nets, rebuilt from the config
+            default_g = lambda: ConvGenerator(self.latent_dim, self.event_shape,  # noqa: E731
+                                              channels=self.conv_channels, output="tanh")
+            default_d = lambda: ConvDiscriminator(self.event_shape, channels=self.conv_channels)  # noqa: E731
+        else:
+            default_g = lambda: _Generator(self.latent_dim, self.event_shape, self.hidden, activation)  # noqa: E731
+            default_d = lambda: _Discriminator(self.event_shape, self.hidden, activation)  # noqa: E731
+        self.generator = generator if generator is not None else default_g()
+        self.discriminator = discriminator if discriminator is not None else default_d()
         self.register_buffer("_anchor", torch.zeros(()), persistent=False)  # follows .to() / .double()
         if self._custom:
             self._probe_networks()
@@ -425,6 +442,7 @@ class AdversarialModel(nn.Module):
             "betas": list(self.betas),
             "batch_mode": self.batch_mode,
             self._num_updates_name: self.num_updates,
+            **({"conv_channels": list(self.conv_channels)} if self.conv_channels is not None else {}),
         }
 
     def config(self) -> dict[str, Any]:
@@ -455,6 +473,10 @@ class GAN(AdversarialModel):
         generator: custom ``nn.Module`` ``(B, L) -> (B, *event_shape)``; default an MLP.
         discriminator: custom ``nn.Module`` ``(B, *event_shape) -> (B,)`` of logits; default an MLP.
         hidden: hidden widths of the built-in MLPs.
+        conv_channels: for image events ``(C, H, W)``: build DCGAN-style conv nets
+            (:class:`~probgen.gan.conv_nets.ConvGenerator`, tanh output, and
+            :class:`~probgen.gan.conv_nets.ConvDiscriminator`) with these channel counts instead of MLPs;
+            recorded by ``config()`` so that checkpoints rebuild them.
         activation: activation of the built-in MLPs (a name for ``config()``).
         d_steps: discriminator updates per generator update (``k`` of Goodfellow et al.'s Algorithm 1).
         betas: Adam ``(β₁, β₂)``; default ``(0.5, 0.999)`` (Radford et al. 2015, arXiv:1511.06434).
@@ -490,11 +512,12 @@ class GAN(AdversarialModel):
         d_steps: int = 1,
         betas: Sequence[float] = (0.5, 0.999),
         batch_mode: str = "reuse",
+        conv_channels: Sequence[int] | None = None,
     ) -> None:
         super().__init__(
             event_shape, latent_dim=latent_dim, generator=generator, discriminator=discriminator, hidden=hidden,
             activation=activation, betas=betas, batch_mode=batch_mode, num_updates=d_steps,
-            num_updates_name="d_steps",
+            num_updates_name="d_steps", conv_channels=conv_channels,
         )
 
     @property
@@ -567,11 +590,12 @@ class WGANGP(AdversarialModel):
         n_critic: int = 5,
         betas: Sequence[float] = (0.0, 0.9),
         batch_mode: str = "reuse",
+        conv_channels: Sequence[int] | None = None,
     ) -> None:
         super().__init__(
             event_shape, latent_dim=latent_dim, generator=generator, discriminator=discriminator, hidden=hidden,
             activation=activation, betas=betas, batch_mode=batch_mode, num_updates=n_critic,
-            num_updates_name="n_critic",
+            num_updates_name="n_critic", conv_channels=conv_channels,
         )
         self.gp_weight = check_nonnegative("gp_weight", gp_weight)
 
