@@ -12,7 +12,7 @@ failure exits with status 1 and one line (set ``PROBGEN_DEBUG=1`` for the traceb
 atomically, so an interrupted or refused command leaves no partial file behind.
 
 What differs between families (how to build a model from a data set, training defaults, how to score it)
-lives in :mod:`probgen.recipes`; this module only parses arguments and writes files.
+lives in the recipes (:mod:`probgen.registry`); this module only parses arguments and writes files.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def _nonnegative_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from probgen import recipes
+    from probgen import registry
 
     parser = _Parser(prog="probgen", description="Deep generative models as Pyro programs.")
     parser.add_argument("--version", action="version", version=f"probgen {_version()}")
@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
 
     fit = sub.add_parser("fit", help="train a model on a data set and write a checkpoint, a plot and a summary")
-    fit.add_argument("family", metavar="FAMILY", help=f"one of: {', '.join(recipes.names())}")
+    fit.add_argument("family", metavar="FAMILY", help=f"one of: {', '.join(registry.names())}")
     fit.add_argument("--data", required=True, help="a built-in data set (see `probgen data list`) or a .npy/.csv/.pt file")
     fit.add_argument("--steps", type=_positive_int, default=None, help="optimizer steps (default: the family's tuned value)")
     fit.add_argument("--batch-size", type=_positive_int, default=None)
@@ -256,11 +256,11 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     import torch
 
     import probgen
-    from probgen import recipes
+    from probgen import registry
     from probgen.data import load as load_data
 
-    recipe = recipes.get(args.family)
-    recipe._check_kind(args.kind, args.objective)
+    recipe = registry.recipe(args.family)
+    recipe.check_options(args.kind, args.objective)  # the options and the data are checked once, here
     device = _check_device(args.device)
     out = Path(args.out or f"runs/{args.family}-{Path(args.data).stem}")
     _check_out_dir("--out", out)

@@ -108,6 +108,7 @@ def test_families_table_is_the_documented_one():
         "rbm": "probgen.ebm:BernoulliRBM",
         "gaussian-rbm": "probgen.ebm:GaussianBernoulliRBM", "made": "probgen.flows:MADE",
         "gan": "probgen.gan:GAN", "wgan-gp": "probgen.gan:WGANGP",
+        "standardized": "probgen.ops.standardize:Standardized",
     }
     assert probgen.load is load and probgen.save is save
 
