@@ -70,6 +70,12 @@ def _nonnegative_int(text: str) -> int:
     return value
 
 
+def _profile_help() -> str:
+    from probgen.recipes import settings_table
+
+    return settings_table(markdown=False)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from probgen import registry
 
@@ -78,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
-    fit = sub.add_parser("fit", help="train a model on a data set and write a checkpoint, a plot and a summary")
+    fit = sub.add_parser("fit", help="train a model on a data set and write a checkpoint, a plot and a summary",
+                         epilog=_profile_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
     fit.add_argument("family", metavar="FAMILY", help=f"one of: {', '.join(registry.names())}")
     fit.add_argument("--data", required=True, help="a built-in data set (see `probgen data list`) or a .npy/.csv/.pt file")
     fit.add_argument("--steps", type=_positive_int, default=None, help="optimizer steps (default: the family's tuned value)")
@@ -272,6 +279,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 
     dataset = load_data(args.data, seed=args.seed)
     recipe.check_dataset(dataset)
+    print(recipe.profile_line(dataset), flush=True)
     _pick_threads(args.threads, dataset)
     torch.manual_seed(args.seed)
     model = recipe.build(dataset, kind=args.kind, objective=args.objective)

@@ -31,6 +31,7 @@ __all__ = [
     "numel",
     "require_binary",
     "value_range",
+    "settings_table",
 ]
 
 
@@ -59,18 +60,62 @@ class Recipe:
     has_likelihood: bool = True
     #: test points scored by default (``None``: the whole test split); costly estimators use a fixed subset
     max_eval_points: int | None = None
-    #: tuned options per data kind ("toy2d", "image", "file"; "default" for the rest)
-    defaults: dict[str, dict[str, Any]] = {}
+    #: the family's rows of the settings table: profile row (:data:`probgen.data.profile.PROFILE_ROWS`) ->
+    #: ``{"model": {...}, "fit": {...}}``; ``"default"`` is what every row starts from (see :meth:`settings_for`)
+    settings: dict[str, dict[str, dict[str, Any]]] = {}
+    #: continuous data are standardized inside the model (:mod:`probgen.ops.standardize`)
+    standardize: bool = False
+
+    # --- what the data is ---------------------------------------------------------------------------------
+    def profile(self, dataset):
+        """The :class:`~probgen.data.profile.DataProfile` of ``dataset``'s training split (computed once)."""
+        from probgen.data.profile import data_profile
+
+        cache = self.__dict__.setdefault("_profiles", {})
+        key = id(dataset.train)
+        if key not in cache or cache[key][0] is not dataset.train:
+            cache[key] = (dataset.train, data_profile(dataset.train))
+        return cache[key][1]
+
+    def settings_for(self, dataset) -> dict[str, dict[str, Any]]:
+        """``{"model": {...}, "fit": {...}}``: the ``"default"`` row updated by the data's profile row."""
+        row = self.profile(dataset).row
+        base, tuned = self.settings.get("default", {}), self.settings.get(row, {})
+        return {part: {**base.get(part, {}), **tuned.get(part, {})} for part in ("model", "fit")}
+
+    def profile_line(self, dataset) -> str:
+        """One line for ``probgen fit``: which profile row the data got and why."""
+        from probgen.data.profile import PROFILE_ROWS
+
+        prof = self.profile(dataset)
+        tuned = "its tuned settings" if prof.row in self.settings else "the family's general defaults"
+        return (f"data profile {prof.describe()} -> row {prof.row!r} ({dict(PROFILE_ROWS)[prof.row]}): "
+                f"{tuned}" + ("; standardized inside the model" if self.standardizes(dataset) else ""))
+
+    def standardizes(self, dataset) -> bool:
+        """Whether :meth:`standardized` wraps models of ``dataset``: continuous data, continuous families."""
+        return self.standardize and self.profile(dataset).value_type == "continuous"
+
+    def standardized(self, model, dataset):
+        """``model`` wrapped in the standardizing bijection fitted to the training data, when
+        :meth:`standardizes` (``log_prob`` stays the density of the original values)."""
+        if not self.standardizes(dataset):
+            return model
+        from probgen.ops.standardize import standardize
+
+        return standardize(model, self.to_model(dataset.train))
 
     # --- building and training -------------------------------------------------------------------------
     def build(self, dataset, *, kind: str | None = None, objective: str | None = None):
+        """A fresh model for ``dataset`` with the settings of its profile row. ``kind`` and ``objective`` are
+        checked by :meth:`check_options` and the data by :meth:`check_dataset` at the entry, not here."""
         raise NotImplementedError
 
     def check_dataset(self, dataset) -> None:
         """Refuse data the family cannot model, before anything is trained (binary-only families)."""
 
     def fit_options(self, dataset, *, steps=None, batch_size=None, lr=None) -> dict[str, Any]:
-        opts = dict(self.defaults.get(dataset.kind) or self.defaults.get("default") or {})
+        opts = dict(self.settings_for(dataset)["fit"])
         opts.setdefault("steps", 2000)
         opts.setdefault("batch_size", 256)
         opts.setdefault("lr", 1e-3)
@@ -243,9 +288,46 @@ def bits_per_dim_stat(lp: Tensor, num_dims: int, dataset, extra_se: float, conti
 
 
 def require_binary(name: str, dataset) -> None:
-    if dataset.num_levels != 2:
+    """Refuse data whose values are not all 0 or 1 (by their profile, whatever the data set's name)."""
+    from probgen.data.profile import data_profile
+
+    if data_profile(dataset.train).value_type != "binary":
         raise ValueError(f"family {name!r} models binary data; --data {dataset.name!r} is not binary "
                          "(use 'digits-binary')")
+
+
+# ---------------------------------------------------------------------------------- the settings table
+
+
+def _brief(part: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v}" if not isinstance(v, dict) else f"{k} {{...}}" for k, v in part.items())
+
+
+def settings_table(*, markdown: bool = True) -> str:
+    """The one table of defaults: each profile row (:data:`probgen.data.profile.PROFILE_ROWS`) against each
+    family's model and training settings, read from the recipes (rows a family does not tune take its
+    ``default`` row). ``markdown=False``: the short form ``probgen fit --help`` shows."""
+    from probgen import registry
+    from probgen.data.profile import PROFILE_ROWS
+
+    recipes = [registry.recipe(name) for name in registry.names()]
+    if not markdown:
+        lines = ["data profiles (defaults are chosen from what the data is, never its name; "
+                 "full table in docs/cli.md):"]
+        for row, what in PROFILE_ROWS:
+            tuned = [r.name for r in recipes if row in r.settings]
+            lines.append(f"  {row:<10} {what:<50} tuned: {', '.join(tuned) or 'none (general defaults)'}")
+        lines.append("  continuous data are standardized inside flow, cnf, score-sde and ddpm models")
+        return "\n".join(lines)
+    lines = ["| family | row | model | training |", "|---|---|---|---|"]
+    for r in recipes:
+        for row in ("default", *(name for name, _ in PROFILE_ROWS)):
+            if row not in r.settings:
+                continue
+            s = r.settings[row]
+            model, fit = _brief(s.get("model", {})) or "-", _brief(s.get("fit", {})) or "-"
+            lines.append(f"| {r.name} | {row} | {model} | {fit} |")
+    return "\n".join(lines)
 
 
 # ------------------------------------------------------------------------------- lookups (the registry's)

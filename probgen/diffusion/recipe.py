@@ -21,17 +21,19 @@ class ScoreSDERecipe(Recipe):
     sample_methods = ("sde", "pc", "ode", "annealed-langevin")
     traces = ("exact", "hutchinson")
     max_eval_points = 2000  # one adaptive ODE solve with the exact trace per batch: a fixed subset
-    defaults = {
-        "toy2d": {"steps": 8000, "batch_size": 512, "lr": 1e-3, "lr_schedule": "cosine"},
-        "image": {"steps": 2000, "batch_size": 128, "lr": 2e-3, "lr_schedule": "cosine"},
-        "default": {"steps": 4000, "batch_size": 256, "lr": 1e-3, "lr_schedule": "cosine"},
+    standardize = True
+    settings = {
+        "default": {"fit": {"steps": 4000, "batch_size": 256, "lr": 1e-3, "lr_schedule": "cosine"}},
+        "2d": {"fit": {"steps": 8000, "batch_size": 512, "lr": 1e-3, "lr_schedule": "cosine"}},
+        "grayscale": {"fit": {"steps": 2000, "batch_size": 128, "lr": 2e-3, "lr_schedule": "cosine"}},
+        "colour": {"fit": {"steps": 2000, "batch_size": 128, "lr": 2e-3, "lr_schedule": "cosine"}},
     }
 
     def build(self, dataset, *, kind=None, objective=None):
         from probgen.diffusion import ScoreSDE
 
-        return ScoreSDE(tuple(dataset.event_shape), loss_weighting="likelihood", importance_sampling=True,
-                        ema_decay=0.999)
+        return self.standardized(ScoreSDE(tuple(dataset.event_shape), loss_weighting="likelihood",
+                                          importance_sampling=True, ema_decay=0.999), dataset)
 
     def log_likelihoods(self, model, x, *, trace=None, bound=None):
         lp = model.log_prob(x, trace=trace or "exact", batch_size=500)
@@ -52,23 +54,29 @@ class DDPMRecipe(Recipe):
     bounds = ("elbo", "ode")
     traces = ("exact", "hutchinson")
     sample_methods = ("ancestral", "ddim", "dpm-solver")
-    defaults = {
-        "toy2d": {"steps": 3000, "batch_size": 256, "lr": 1e-3, "grad_clip": 1.0},
-        "image": {"steps": 3000, "batch_size": 64, "lr": 2e-3, "grad_clip": 1.0},
-        "default": {"steps": 3000, "batch_size": 256, "lr": 1e-3, "grad_clip": 1.0},
+    standardize = True
+    #: images: a small U-Net, and the discretized decoder L_0 for quantized data (the ELBO then bounds the
+    #: levels' probability); ``eval_points``: test points scored by default (ELBO, ODE): the ELBO costs
+    #: num_steps network passes per point, the ODE one solve
+    _image = {"model": {"ema_decay": 0.995, "image": True,
+                        "net_options": {"base_channels": 16, "channel_mults": [1, 2], "embed_dim": 32}},
+              "fit": {"steps": 3000, "batch_size": 64, "lr": 2e-3, "grad_clip": 1.0}, "eval_points": (64, 32)}
+    settings = {
+        "default": {"model": {"ema_decay": 0.999}, "eval_points": (1000, 1000),
+                    "fit": {"steps": 3000, "batch_size": 256, "lr": 1e-3, "grad_clip": 1.0}},
+        "2d": {"fit": {"steps": 3000, "batch_size": 256, "lr": 1e-3, "grad_clip": 1.0}},
+        "grayscale": _image,
+        "colour": _image,
     }
-    #: test points scored by default: the ELBO costs num_steps network passes per point, the ODE one solve
-    eval_points = {"toy2d": (1000, 1000), "image": (64, 32), "default": (1000, 1000)}
 
     def build(self, dataset, *, kind=None, objective=None):
         from probgen.diffusion import DDPM
 
-        if dataset.kind == "image":
+        options = dict(self.settings_for(dataset)["model"])
+        if options.pop("image", False) and dataset.num_levels:
             # quantized data get the discretized decoder L_0, so the ELBO bounds the levels' probability
-            return DDPM(tuple(dataset.event_shape), ema_decay=0.995, data_levels=dataset.num_levels,
-                        data_range=tuple(dataset.data_range),
-                        net_options={"base_channels": 16, "channel_mults": [1, 2], "embed_dim": 32})
-        return DDPM(tuple(dataset.event_shape), ema_decay=0.999)
+            options.update(data_levels=dataset.num_levels, data_range=tuple(dataset.data_range))
+        return self.standardized(DDPM(tuple(dataset.event_shape), **options), dataset)
 
     def batch_transform(self, dataset):
         return None  # the ELBO's decoder models the levels themselves
@@ -76,7 +84,8 @@ class DDPMRecipe(Recipe):
     def evaluate(self, model, dataset, *, trace=None, bound=None, num_points=None) -> dict[str, dict]:
         self._check_eval_options(trace, bound)
         device = next(model.parameters()).device
-        n_elbo, n_ode = self.eval_points.get(dataset.kind, self.eval_points["default"])
+        row = self.settings.get(self.profile(dataset).row, {})
+        n_elbo, n_ode = row.get("eval_points", self.settings["default"]["eval_points"])
         if num_points is not None:
             n_elbo = n_ode = num_points
         num_dims = dataset.test[0].numel()

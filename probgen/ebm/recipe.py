@@ -1,4 +1,5 @@
-"""Command-line recipe (build, tuned defaults, scoring, sampling) for energy-based models and Bernoulli RBMs.
+"""Command-line recipe (build, tuned defaults, scoring, sampling) for energy-based models and
+Bernoulli RBMs.
 
 Read through :mod:`probgen.registry`; the shared behaviour is :class:`probgen.recipes.Recipe`.
 """
@@ -33,7 +34,7 @@ class EBMRecipe(Recipe):
         from probgen.ebm import EBM
 
         self.objective = objective or "dsm"
-        model_opts, self.defaults = self.tuned[self.objective][0], {"default": self.tuned[self.objective][1]}
+        model_opts, self.settings = self.tuned[self.objective][0], {"default": {"fit": self.tuned[self.objective][1]}}
         return EBM(event_shape=tuple(dataset.event_shape), objective=self.objective, init_noise="gaussian",
                    init_scale=2.5, **model_opts)
 
@@ -59,7 +60,7 @@ class RBMRecipe(Recipe):
     name = "rbm"
     objectives = ("cd", "pcd")
     continuous = False
-    defaults = {"default": {"steps": 1500, "batch_size": 64, "lr": 3e-3}}
+    settings = {"default": {"fit": {"steps": 1500, "batch_size": 64, "lr": 3e-3}}}
 
     def check_dataset(self, dataset) -> None:
         require_binary(self.name, dataset)

@@ -1,4 +1,5 @@
-"""Command-line recipe (build, tuned defaults, scoring, sampling) for flows: discrete flows, continuous normalizing flows (CNF) and MADE for binary data.
+"""Command-line recipe (build, tuned defaults, scoring, sampling) for flows: discrete flows,
+continuous normalizing flows (CNF) and MADE for binary data.
 
 Read through :mod:`probgen.registry`; the shared behaviour is :class:`probgen.recipes.Recipe`.
 """
@@ -24,27 +25,34 @@ TOY2D_FLOW = {"num_layers": 3, "hidden_dims": (64, 64), "bound": 3.0}
 
 
 class FlowRecipe(Recipe):
-    """Discrete normalizing flows (``probgen.flows.Flow``): on 2-D toy data autoregressive splines
-    (``Flow(2, "spline-ar", **TOY2D_FLOW)``), otherwise spline couplings (one pass each way)."""
+    """Discrete normalizing flows (``probgen.flows.Flow``): on 2-D continuous data autoregressive splines
+    (``Flow(2, "spline-ar", **TOY2D_FLOW)``), otherwise spline couplings (one pass each way); continuous data
+    are standardized inside the model."""
 
     name = "flow"
     kinds = ("spline", "spline-ar", "realnvp", "maf", "iaf", "planar", "radial")
     flatten = True
-    defaults = {
-        "toy2d": {"steps": 4000, "batch_size": 512, "lr": 3e-3, "lr_schedule": "cosine"},
-        "default": {"steps": 3000, "batch_size": 256, "lr": 1e-3, "lr_schedule": "cosine"},
+    standardize = True
+    settings = {
+        "default": {"model": {"kind": "spline"},
+                    "fit": {"steps": 3000, "batch_size": 256, "lr": 1e-3, "lr_schedule": "cosine"}},
+        "2d": {"model": {"kind": "spline-ar", **TOY2D_FLOW},
+               "fit": {"steps": 4000, "batch_size": 512, "lr": 3e-3, "lr_schedule": "cosine"}},
     }
 
     def build(self, dataset, *, kind=None, objective=None):
         from probgen.flows import Flow
 
         dim = numel(dataset.event_shape)
-        if dataset.kind == "toy2d" and kind in (None, "spline-ar"):
-            return Flow(dim, "spline-ar", **TOY2D_FLOW)
-        if dim > 16 and (kind or "spline") in ("spline", "realnvp", "maf", "iaf", "spline-ar"):
+        options = dict(self.settings_for(dataset)["model"])
+        row_kind = options.pop("kind")
+        if kind not in (None, row_kind):  # an explicit --kind wins, with that kind's own defaults
+            options = {}
+        kind = kind or row_kind
+        if dim > 16 and kind in ("spline", "realnvp", "maf", "iaf", "spline-ar") and "hidden_dims" not in options:
             # the default conditioner width grows as 10 D; for images a fixed width keeps a CPU run practical
-            return Flow(dim, kind or "spline", hidden_dims=(256, 256))
-        return Flow(dim, kind or "spline")
+            options["hidden_dims"] = (256, 256)
+        return self.standardized(Flow(dim, kind, **options), dataset)
 
     def log_likelihoods(self, model, x: Tensor, *, trace=None, bound=None) -> dict[str, tuple[Tensor, float]]:
         """Exact ``log p(x)``; a CNF is scored at ``rtol = atol = CNF_EVAL_TOL`` whatever it was trained with."""
@@ -69,9 +77,9 @@ class CNFRecipe(FlowRecipe):
 
     name = "cnf"
     kinds = ()
-    defaults = {
-        "toy2d": {"steps": 1600, "batch_size": 512, "lr": 3e-3, "lr_schedule": "cosine"},
-        "default": {"steps": 1000, "batch_size": 256, "lr": 1e-3, "lr_schedule": "cosine"},
+    settings = {
+        "default": {"fit": {"steps": 1000, "batch_size": 256, "lr": 1e-3, "lr_schedule": "cosine"}},
+        "2d": {"fit": {"steps": 1600, "batch_size": 512, "lr": 3e-3, "lr_schedule": "cosine"}},
     }
 
     def build(self, dataset, *, kind=None, objective=None):
@@ -79,7 +87,8 @@ class CNFRecipe(FlowRecipe):
 
         # trained at solver tolerance 1e-3 with backprop through the solver (what docs/flows.md measured as
         # fastest to train), scored at CNF_EVAL_TOL
-        return Flow(numel(dataset.event_shape), "cnf", rtol=1e-3, atol=1e-3, adjoint=False)
+        return self.standardized(Flow(numel(dataset.event_shape), "cnf", rtol=1e-3, atol=1e-3, adjoint=False),
+                                 dataset)
 
 
 class MADERecipe(Recipe):
@@ -88,7 +97,7 @@ class MADERecipe(Recipe):
     name = "made"
     continuous = False
     flatten = True
-    defaults = {"default": {"steps": 3000, "batch_size": 128, "lr": 1e-3}}
+    settings = {"default": {"fit": {"steps": 3000, "batch_size": 128, "lr": 1e-3}}}
 
     def check_dataset(self, dataset) -> None:
         require_binary(self.name, dataset)

@@ -1,4 +1,5 @@
-"""Command-line recipe (build, tuned defaults, scoring, sampling) for gANs: no likelihood, evaluated by their samples.
+"""Command-line recipe (build, tuned defaults, scoring, sampling) for GANs: no likelihood,
+evaluated by their samples.
 
 Read through :mod:`probgen.registry`; the shared behaviour is :class:`probgen.recipes.Recipe`.
 """
@@ -15,7 +16,7 @@ class GANRecipe(Recipe):
 
     name = "gan"
     has_likelihood = False
-    defaults = {"default": {"steps": 1000, "batch_size": 256, "lr": 1e-3}}
+    settings = {"default": {"fit": {"steps": 1000, "batch_size": 256, "lr": 1e-3}}}
 
     def _model_class(self):
         from probgen.gan import GAN

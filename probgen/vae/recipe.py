@@ -1,4 +1,5 @@
-"""Command-line recipe (build, tuned defaults, scoring, sampling) for vAEs: Gaussian likelihood with a learnt scale for real data, Bernoulli for binary data.
+"""Command-line recipe (build, tuned defaults, scoring, sampling) for VAEs: Gaussian likelihood with a
+learnt scale for real data, Bernoulli for binary data.
 
 Read through :mod:`probgen.registry`; the shared behaviour is :class:`probgen.recipes.Recipe`.
 """
@@ -18,18 +19,18 @@ class VAERecipe(Recipe):
     name = "vae"
     bounds = ("elbo", "iwae")
     max_eval_points = 2000  # IWAE with K = 1000 costs 1000 decoder passes per point
-    defaults = {
-        "toy2d": {"steps": 4000, "batch_size": 256, "lr": 1e-3},
-        "default": {"steps": 2000, "batch_size": 128, "lr": 1e-3},
+    settings = {
+        "default": {"model": {"latent_dim": 8}, "fit": {"steps": 2000, "batch_size": 128, "lr": 1e-3}},
+        "2d": {"model": {"latent_dim": 2}, "fit": {"steps": 4000, "batch_size": 256, "lr": 1e-3}},
     }
     num_particles = 1000
 
     def build(self, dataset, *, kind=None, objective=None):
         from probgen.vae import VAE
 
-        if dataset.num_levels == 2:
-            return VAE(latent_dim=8, likelihood="bernoulli", event_shape=tuple(dataset.event_shape))
-        latent = 2 if dataset.kind == "toy2d" else 8
+        latent = self.settings_for(dataset)["model"]["latent_dim"]
+        if self.profile(dataset).value_type == "binary":
+            return VAE(latent_dim=latent, likelihood="bernoulli", event_shape=tuple(dataset.event_shape))
         return VAE(latent_dim=latent, likelihood="gaussian", obs_scale=0.3, learn_obs_scale=True,
                    event_shape=tuple(dataset.event_shape))
 
