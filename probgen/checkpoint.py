@@ -60,6 +60,8 @@ from typing import Any, Union
 import torch
 from torch import Tensor, nn
 
+from probgen.registry import checkpoint_families
+
 __all__ = [
     "FAMILIES",
     "FORMAT",
@@ -83,23 +85,9 @@ FORMAT_VERSION = 1
 #: The file name used inside a folder (the CLI's ``--out DIR``).
 CHECKPOINT_NAME = "checkpoint.pt"
 
-#: Family name -> ``"module:QualifiedName"`` of the class that rebuilds it (resolved lazily).
-FAMILIES: dict[str, str] = {
-    "flow": "probgen.flows:Flow",
-    "image-flow": "probgen.flows:ImageFlow",
-    "score-sde": "probgen.diffusion:ScoreSDE",
-    "ddpm": "probgen.diffusion:DDPM",
-    "vae": "probgen.vae:VAE",
-    "cvae": "probgen.vae:ConditionalVAE",
-    "ebm": "probgen.ebm:EBM",
-    "rbm": "probgen.ebm:BernoulliRBM",
-    "gaussian-rbm": "probgen.ebm:GaussianBernoulliRBM",
-    "made": "probgen.flows:MADE",
-    "gan": "probgen.gan:GAN",
-    "wgan-gp": "probgen.gan:WGANGP",
-    "flow-matching": "probgen.flows:FlowMatching",
-    "edm": "probgen.diffusion:EDM",
-}
+#: Family name -> ``"module:QualifiedName"`` of the class that rebuilds it (resolved lazily): the rows of
+#: the one family table, :data:`probgen.registry.FAMILIES`.
+FAMILIES: dict[str, str] = checkpoint_families()
 
 _SAFE_SCALARS = (str, int, float, bool, type(None))
 

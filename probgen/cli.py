@@ -13,7 +13,7 @@ failure exits with status 1 and one line (set ``PROBGEN_DEBUG=1`` for the traceb
 atomically, so an interrupted or refused command leaves no partial file behind.
 
 What differs between families (how to build a model from a data set, training defaults, how to score it)
-lives in :mod:`probgen.recipes`; this module only parses arguments and writes files.
+lives in the recipes (:mod:`probgen.registry`); this module only parses arguments and writes files.
 """
 
 from __future__ import annotations
@@ -74,16 +74,23 @@ def _nonnegative_int(text: str) -> int:
     return value
 
 
+def _profile_help() -> str:
+    from probgen.recipes import settings_table
+
+    return settings_table(markdown=False)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from probgen import recipes
+    from probgen import registry
 
     parser = _Parser(prog="probgen", description="Deep generative models as Pyro programs.")
     parser.add_argument("--version", action="version", version=f"probgen {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
-    fit = sub.add_parser("fit", help="train a model on a data set and write a checkpoint, a plot and a summary")
-    fit.add_argument("family", metavar="FAMILY", help=f"one of: {', '.join(recipes.names())}")
+    fit = sub.add_parser("fit", help="train a model on a data set and write a checkpoint, a plot and a summary",
+                         epilog=_profile_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    fit.add_argument("family", metavar="FAMILY", help=f"one of: {', '.join(registry.names())}")
     fit.add_argument("--data", required=True, help="a built-in data set (see `probgen data list`) or a .npy/.csv/.pt file")
     _add_data_dir(fit)
     fit.add_argument("--steps", type=_positive_int, default=None, help="optimizer steps (default: the family's tuned value)")
@@ -275,11 +282,11 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     import torch
 
     import probgen
-    from probgen import recipes
+    from probgen import registry
     from probgen.data import load as load_data
 
-    recipe = recipes.get(args.family)
-    recipe._check_kind(args.kind, args.objective)
+    recipe = registry.recipe(args.family)
+    recipe.check_options(args.kind, args.objective)  # the options and the data are checked once, here
     device = _check_device(args.device)
     out = Path(args.out or f"runs/{args.family}-{Path(args.data).stem}")
     _check_out_dir("--out", out)
@@ -291,6 +298,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 
     dataset = load_data(args.data, seed=args.seed, data_dir=args.data_dir)
     recipe.check_dataset(dataset)
+    print(recipe.profile_line(dataset), flush=True)
     _pick_threads(args.threads, dataset)
     torch.manual_seed(args.seed)
     model = recipe.build(dataset, kind=args.kind, objective=args.objective)

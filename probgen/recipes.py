@@ -1,17 +1,19 @@
-"""What the command line knows about each family: how to build a model for a data set, the tuned training
-defaults, how to score and sample it, and how to plot what it draws.
+"""The shared part of every command-line recipe: :class:`Recipe` (how the CLI builds, trains, scores,
+samples and plots a family) and the helpers the families' recipes use.
 
-A recipe is a small class; :data:`RECIPES` maps the CLI's family names to them (one explicit table, no
-decorator registry). Loaded checkpoints find their recipe through the model's ``family`` attribute, so no
-code here switches on model types.
+Each family's recipe lives beside the family (``probgen/<family>/recipe.py``) and is found through the
+one family table, :mod:`probgen.registry`; :func:`get`, :func:`for_model` and :func:`names` here are the
+registry's lookups under their first names. Loaded checkpoints find their recipe through the model's
+``family`` attribute, so no code here switches on model types.
 
-Every default below was measured with a command in this repository; the README's tables give the command
+Every default a recipe holds was measured with a command in this repository; the docs give the command
 and the numbers.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import torch
@@ -19,10 +21,21 @@ from torch import Tensor
 
 from probgen._checks import check_choice
 
-__all__ = ["Recipe", "RECIPES", "get", "for_model", "names"]
+__all__ = [
+    "Recipe",
+    "get",
+    "for_model",
+    "names",
+    "mean_stderr",
+    "bits_per_dim_stat",
+    "numel",
+    "require_binary",
+    "value_range",
+    "settings_table",
+]
 
 
-def _stat(values: Tensor, *, scale: float = 1.0, unit: str = "nats") -> dict[str, Any]:
+def mean_stderr(values: Tensor, *, scale: float = 1.0, unit: str = "nats") -> dict[str, Any]:
     """Mean and its standard error of per-point values."""
     values = values.detach().double().cpu() * scale
     n = values.numel()
@@ -34,7 +47,6 @@ class Recipe:
     """Defaults shared by every family; subclasses override what differs."""
 
     name: str = ""
-    families: tuple[str, ...] = ()  #: the ``model.family`` values this recipe reads back
     kinds: tuple[str, ...] = ()  #: valid ``--kind`` values (empty: the option is not used)
     objectives: tuple[str, ...] = ()  #: valid ``--objective`` values
     sample_methods: tuple[str, ...] = ()  #: valid ``--method`` values for `probgen sample`
@@ -48,25 +60,70 @@ class Recipe:
     has_likelihood: bool = True
     #: test points scored by default (``None``: the whole test split); costly estimators use a fixed subset
     max_eval_points: int | None = None
-    #: tuned options per data kind ("toy2d", "image", "file"; "default" for the rest)
-    defaults: dict[str, dict[str, Any]] = {}
+    #: the family's rows of the settings table: profile row (:data:`probgen.data.profile.PROFILE_ROWS`) ->
+    #: ``{"model": {...}, "fit": {...}}``; ``"default"`` is what every row starts from (see :meth:`settings_for`)
+    settings: dict[str, dict[str, dict[str, Any]]] = {}
+    #: continuous data are standardized inside the model (:mod:`probgen.ops.standardize`)
+    standardize: bool = False
+
+    # --- what the data is ---------------------------------------------------------------------------------
+    def profile(self, dataset):
+        """The :class:`~probgen.data.profile.DataProfile` of ``dataset``'s training split (computed once)."""
+        from probgen.data.profile import data_profile
+
+        cache = self.__dict__.setdefault("_profiles", {})
+        key = id(dataset.train)
+        if key not in cache or cache[key][0] is not dataset.train:
+            cache[key] = (dataset.train, data_profile(dataset))
+        return cache[key][1]
+
+    def settings_for(self, dataset) -> dict[str, dict[str, Any]]:
+        """``{"model": {...}, "fit": {...}}``: the ``"default"`` row updated by the data's profile row."""
+        row = self.profile(dataset).row
+        base, tuned = self.settings.get("default", {}), self.settings.get(row, {})
+        return {part: {**base.get(part, {}), **tuned.get(part, {})} for part in ("model", "fit")}
+
+    def profile_line(self, dataset) -> str:
+        """One line for ``probgen fit``: which profile row the data got and why."""
+        from probgen.data.profile import PROFILE_ROWS
+
+        prof = self.profile(dataset)
+        tuned = "its tuned settings" if prof.row in self.settings else "the family's general defaults"
+        return (f"data profile {prof.describe()} -> row {prof.row!r} ({dict(PROFILE_ROWS)[prof.row]}): "
+                f"{tuned}" + ("; standardized inside the model" if self.standardizes(dataset) else ""))
+
+    def standardizes(self, dataset) -> bool:
+        """Whether :meth:`standardized` wraps models of ``dataset``: continuous data, continuous families."""
+        return self.standardize and self.profile(dataset).value_type == "continuous"
+
+    def standardized(self, model, dataset):
+        """``model`` wrapped in the standardizing bijection fitted to the training data, when
+        :meth:`standardizes` (``log_prob`` stays the density of the original values)."""
+        if not self.standardizes(dataset):
+            return model
+        from probgen.ops.standardize import standardize
+
+        return standardize(model, self.to_model(dataset.train))
 
     # --- building and training -------------------------------------------------------------------------
     def build(self, dataset, *, kind: str | None = None, objective: str | None = None):
+        """A fresh model for ``dataset`` with the settings of its profile row. ``kind`` and ``objective`` are
+        checked by :meth:`check_options` and the data by :meth:`check_dataset` at the entry, not here."""
         raise NotImplementedError
 
     def check_dataset(self, dataset) -> None:
         """Refuse data the family cannot model, before anything is trained (binary-only families)."""
 
     def fit_options(self, dataset, *, steps=None, batch_size=None, lr=None) -> dict[str, Any]:
-        opts = dict(self.defaults.get(dataset.kind) or self.defaults.get("default") or {})
+        opts = dict(self.settings_for(dataset)["fit"])
         opts.setdefault("steps", 2000)
         opts.setdefault("batch_size", 256)
         opts.setdefault("lr", 1e-3)
         for key, value in (("steps", steps), ("batch_size", batch_size), ("lr", lr)):
             if value is not None:
                 opts[key] = value
-        transform = self.batch_transform(dataset)
+        # a data set that redraws its own batches (dynamic binarization of MNIST) keeps its transform
+        transform = getattr(dataset, "batch_transform", None) or self.batch_transform(dataset)
         if transform is not None:
             opts["batch_transform"] = transform
         return opts
@@ -87,7 +144,9 @@ class Recipe:
         levels, data_range = dataset.num_levels, dataset.data_range
         return lambda x: dequantize_scaled(x, num_levels=levels, data_range=data_range)
 
-    def _check_kind(self, kind: str | None, objective: str | None) -> None:
+    def check_options(self, kind: str | None, objective: str | None) -> None:
+        """Refuse a ``--kind`` or ``--objective`` the family does not have (checked once, at the entry: the CLI
+        calls this and :meth:`check_dataset` before :meth:`build`, which does not check again)."""
         if kind is not None:
             if not self.kinds:
                 raise ValueError(f"--kind is not used by family {self.name!r}")
@@ -106,7 +165,7 @@ class Recipe:
         want = tuple(getattr(model, "event_shape", ()) or ())
         have = tuple(dataset.event_shape)
         if self.flatten:
-            have = (_numel(have),)
+            have = (numel(have),)
         if want and have != want:
             raise ValueError(
                 f"--data {dataset.name!r} has events of shape {tuple(dataset.event_shape)}, but the checkpoint's "
@@ -154,11 +213,11 @@ class Recipe:
         report: dict[str, dict] = {}
         num_dims = x[0].numel()
         for name, (lp, extra_se) in terms.items():
-            stat = _stat(-lp)
+            stat = mean_stderr(-lp)
             stat["stderr"] = math.sqrt(stat["stderr"] ** 2 + extra_se**2)
             report[f"test {name}"] = stat
             if dataset.num_levels:
-                report[f"test {name} bits/dim"] = _bits_per_dim(lp, num_dims, dataset, extra_se, continuous)
+                report[f"test {name} bits/dim"] = bits_per_dim_stat(lp, num_dims, dataset, extra_se, continuous)
         if dataset.log_prob is not None:
             # the tightest estimate: an NLL (exact, IWAE or AIS) rather than an ELBO where both are reported
             primary = next((n for n in terms if n.startswith("NLL")), next(iter(terms)))
@@ -169,7 +228,7 @@ class Recipe:
                 report["true entropy"] = {"value": h, "stderr": h_se, "unit": "nats"}
             # KL(p_data || p_model) = E_data[log p_data - log p_model], estimated on the same test points
             # (a paired estimate: far smaller standard error than NLL minus entropy).
-            report["KL gap (NLL - entropy)"] = _stat(true_lp - lp)
+            report["KL gap (NLL - entropy)"] = mean_stderr(true_lp - lp)
         return report
 
     def extra_metrics(self, model, dataset) -> dict[str, dict]:
@@ -199,482 +258,123 @@ class Recipe:
             ref = None if dataset is None else dataset.test[: len(samples)]
             plots.scatter_2d(samples, reference=ref, path=path)
         elif samples.dim() == 4:
-            plots.image_grid(samples[:64], path=path, value_range=_value_range(dataset))
+            plots.image_grid(samples[:64], path=path, value_range=value_range(dataset))
         elif samples.dim() == 2 and samples.shape[1] == 64:
-            plots.image_grid(samples[:64].reshape(-1, 1, 8, 8), path=path, value_range=_value_range(dataset))
+            plots.image_grid(samples[:64].reshape(-1, 1, 8, 8), path=path, value_range=value_range(dataset))
         else:
             plots.scatter_2d(samples[:, :2], path=path)
 
 
-def _value_range(dataset) -> tuple[float, float]:
+def value_range(dataset) -> tuple[float, float]:
     return tuple(dataset.data_range) if dataset is not None and dataset.num_levels else (-1.0, 1.0)
 
 
-def _numel(shape) -> int:
+def numel(shape) -> int:
     n = 1
     for s in shape:
         n *= int(s)
     return n
 
 
-def _bits_per_dim(lp: Tensor, num_dims: int, dataset, extra_se: float, continuous: bool) -> dict[str, Any]:
+def bits_per_dim_stat(lp: Tensor, num_dims: int, dataset, extra_se: float, continuous: bool) -> dict[str, Any]:
     if continuous:  # a density over dequantized values: the change of variables of probgen.data.bits_per_dim
         from probgen.data import bits_per_dim
 
         bpd = bits_per_dim(lp.double(), num_dims, num_levels=dataset.num_levels, data_range=dataset.data_range)
     else:  # a discrete model of the levels themselves
         bpd = -lp.double() / (num_dims * math.log(2))
-    stat = _stat(bpd, unit="bits/dim")
+    stat = mean_stderr(bpd, unit="bits/dim")
     stat["stderr"] = math.sqrt(stat["stderr"] ** 2 + (extra_se / (num_dims * math.log(2))) ** 2)
     return stat
 
 
-def _require_binary(name: str, dataset) -> None:
-    if dataset.num_levels != 2:
+def require_binary(name: str, dataset) -> None:
+    """Refuse data whose values are not all 0 or 1 (by their profile, whatever the data set's name)."""
+    from probgen.data.profile import data_profile
+
+    if data_profile(dataset).value_type != "binary":
         raise ValueError(f"family {name!r} models binary data; --data {dataset.name!r} is not binary "
-                         "(use 'digits-binary')")
-
-
-# ------------------------------------------------------------------------------------------- families
-
-
-#: the ODE solver tolerance (rtol = atol) at which the command line scores a CNF's likelihood
-CNF_EVAL_TOL = 1e-5
-
-
-#: the flow fitted to 2-D toy data by default: three autoregressive rational-quadratic spline layers (each
-#: transforms both coordinates, where a coupling layer leaves one alone), the fastest to a small KL gap in
-#: docs/flows.md and benchmarks/bench_flows.py
-TOY2D_FLOW = {"num_layers": 3, "hidden_dims": (64, 64), "bound": 3.0}
-
-
-class FlowRecipe(Recipe):
-    """Discrete normalizing flows (``probgen.flows.Flow``): on 2-D toy data autoregressive splines
-    (``Flow(2, "spline-ar", **TOY2D_FLOW)``), otherwise spline couplings (one pass each way)."""
-
-    name = "flow"
-    families = ("flow",)
-    kinds = ("spline", "spline-ar", "realnvp", "maf", "iaf", "planar", "radial")
-    flatten = True
-    defaults = {
-        "toy2d": {"steps": 4000, "batch_size": 512, "lr": 3e-3, "lr_schedule": "cosine"},
-        "default": {"steps": 3000, "batch_size": 256, "lr": 1e-3, "lr_schedule": "cosine"},
-    }
-
-    def build(self, dataset, *, kind=None, objective=None):
-        from probgen.flows import Flow
-
-        self._check_kind(kind, objective)
-        dim = _numel(dataset.event_shape)
-        if dataset.kind == "toy2d" and kind in (None, "spline-ar"):
-            return Flow(dim, "spline-ar", **TOY2D_FLOW)
-        if dim > 16 and (kind or "spline") in ("spline", "realnvp", "maf", "iaf", "spline-ar"):
-            # the default conditioner width grows as 10 D; for images a fixed width keeps a CPU run practical
-            return Flow(dim, kind or "spline", hidden_dims=(256, 256))
-        return Flow(dim, kind or "spline")
-
-    def log_likelihoods(self, model, x: Tensor, *, trace=None, bound=None) -> dict[str, tuple[Tensor, float]]:
-        """Exact ``log p(x)``; a CNF is scored at ``rtol = atol = CNF_EVAL_TOL`` whatever it was trained with."""
-        blocks = getattr(model, "cnf_transforms", [])
-        saved = [(b.rtol, b.atol) for b in blocks]
-        try:
-            for b in blocks:
-                b.rtol, b.atol = min(b.rtol, CNF_EVAL_TOL), min(b.atol, CNF_EVAL_TOL)
-            return super().log_likelihoods(model, x, trace=trace, bound=bound)
-        finally:
-            for b, (rtol, atol) in zip(blocks, saved):
-                b.rtol, b.atol = rtol, atol
-
-    def describe(self, model) -> str:
-        if model.kind == "cnf":
-            return f"continuous normalizing flow ({model.num_layers} block{'s' * (model.num_layers > 1)})"
-        return f"flow ({model.kind}, {model.num_layers} layers)"
-
-
-class CNFRecipe(FlowRecipe):
-    """A continuous normalizing flow (FFJORD): ``Flow(dim, "cnf")``, trained through the adjoint ODE."""
-
-    name = "cnf"
-    families = ()  # a CNF checkpoint is a "flow" checkpoint; FlowRecipe reads it back
-    kinds = ()
-    defaults = {
-        "toy2d": {"steps": 1600, "batch_size": 512, "lr": 3e-3, "lr_schedule": "cosine"},
-        "default": {"steps": 1000, "batch_size": 256, "lr": 1e-3, "lr_schedule": "cosine"},
-    }
-
-    def build(self, dataset, *, kind=None, objective=None):
-        from probgen.flows import Flow
-
-        self._check_kind(kind, objective)
-        # trained at solver tolerance 1e-3 with backprop through the solver (what docs/flows.md measured as
-        # fastest to train), scored at CNF_EVAL_TOL
-        return Flow(_numel(dataset.event_shape), "cnf", rtol=1e-3, atol=1e-3, adjoint=False)
-
-
-class MADERecipe(Recipe):
-    """MADE for binary data: exact ``log p(x) = Σ log p(x_i | x_<i)``."""
-
-    name = "made"
-    families = ("made",)
-    continuous = False
-    flatten = True
-    defaults = {"default": {"steps": 3000, "batch_size": 128, "lr": 1e-3}}
-
-    def check_dataset(self, dataset) -> None:
-        _require_binary(self.name, dataset)
-
-    def build(self, dataset, *, kind=None, objective=None):
-        from probgen.flows import MADE
-
-        self._check_kind(kind, objective)
-        self.check_dataset(dataset)
-        return MADE(_numel(dataset.event_shape))
-
-    def describe(self, model) -> str:
-        return f"MADE ({model.dim} binary units)"
-
-
-class VAERecipe(Recipe):
-    """A VAE: Gaussian likelihood with a learnt scale for real data, Bernoulli for binary data."""
-
-    name = "vae"
-    families = ("vae",)
-    bounds = ("elbo", "iwae")
-    max_eval_points = 2000  # IWAE with K = 1000 costs 1000 decoder passes per point
-    defaults = {
-        "toy2d": {"steps": 4000, "batch_size": 256, "lr": 1e-3},
-        "default": {"steps": 2000, "batch_size": 128, "lr": 1e-3},
-    }
-    num_particles = 1000
-
-    def build(self, dataset, *, kind=None, objective=None):
-        from probgen.vae import VAE
-
-        self._check_kind(kind, objective)
-        if dataset.num_levels == 2:
-            return VAE(latent_dim=8, likelihood="bernoulli", event_shape=tuple(dataset.event_shape))
-        latent = 2 if dataset.kind == "toy2d" else 8
-        return VAE(latent_dim=latent, likelihood="gaussian", obs_scale=0.3, learn_obs_scale=True,
-                   event_shape=tuple(dataset.event_shape))
-
-    def batch_transform(self, dataset):
-        return None if dataset.num_levels == 2 else super().batch_transform(dataset)
-
-    def is_continuous(self, model) -> bool:
-        return model.likelihood != "bernoulli"
-
-    def log_likelihoods(self, model, x, *, trace=None, bound=None):
-        out = {}
-        with torch.no_grad():
-            if bound in (None, "elbo"):
-                out["-ELBO"] = (torch.cat([model.elbo(c).detach() for c in x.split(512)]), 0.0)
-            if bound in (None, "iwae"):
-                k = self.num_particles
-                out[f"NLL (IWAE, K={k})"] = (torch.cat([model.log_likelihood(c, num_particles=k).detach()
-                                                        for c in x.split(256)]), 0.0)
-        return out
-
-    def extra_metrics(self, model, dataset) -> dict[str, dict]:
-        """Reconstruction quality (MSE, PSNR, SSIM for images) and, with labels, how well k-means on the
-        posterior means recovers the classes (homogeneity, completeness, V-measure)."""
-        from probgen.metrics import clustering_scores, reconstruction_metrics
-
-        device = next(model.parameters()).device
-        x = dataset.test[: self.max_eval_points].to(device)
-        out: dict[str, dict] = {}
-        with torch.no_grad():
-            recon = model.reconstruct(x)
-            low, high = dataset.data_range if dataset.num_levels else (float(x.min()), float(x.max()))
-            for name, value in reconstruction_metrics(x, recon, data_range=high - low).items():
-                out[f"reconstruction {name}"] = {"value": float(value), "stderr": None, "unit": "", "kind": "latent"}
-            if dataset.labels_test is not None:
-                latents = model.encode(x)[0].reshape(len(x), -1).cpu()
-                labels = dataset.labels_test[: len(x)]
-                for name, value in clustering_scores(latents, labels).items():
-                    if name == "num_clusters":
-                        continue
-                    out[f"latent {name}"] = {"value": float(value), "stderr": None, "unit": "", "kind": "latent"}
-        return out
-
-    def describe(self, model) -> str:
-        return f"VAE ({model.likelihood} likelihood, {model.latent_dim}-d latent)"
-
-
-class EBMRecipe(Recipe):
-    """An energy-based model; its normalizer is estimated by AIS for the test log-likelihood."""
-
-    name = "ebm"
-    families = ("ebm",)
-    objectives = ("dsm", "cd", "pcd", "ssm", "esm", "nce")
-    sample_methods = ("langevin", "mala", "persistent")
-    # (model options, training options) per objective, from docs/ebm.md's measurements
-    tuned = {
-        "dsm": ({"sigma": 0.1}, {"steps": 1500, "batch_size": 256, "lr": 1e-3}),
-        "cd": ({"sample_steps": 40, "step_size": 0.05, "alpha": 0.1}, {"steps": 800, "batch_size": 128, "lr": 1e-3}),
-        "pcd": ({"sample_steps": 40, "step_size": 0.05, "alpha": 0.1}, {"steps": 1000, "batch_size": 128, "lr": 1e-3}),
-        "ssm": ({}, {"steps": 1500, "batch_size": 256, "lr": 1e-3}),
-        "esm": ({}, {"steps": 1500, "batch_size": 256, "lr": 1e-3}),
-        "nce": ({"noise_ratio": 4}, {"steps": 2000, "batch_size": 256, "lr": 1e-3}),
-    }
-
-    def build(self, dataset, *, kind=None, objective=None):
-        from probgen.ebm import EBM
-
-        self._check_kind(kind, objective)
-        self.objective = objective or "dsm"
-        model_opts, self.defaults = self.tuned[self.objective][0], {"default": self.tuned[self.objective][1]}
-        return EBM(event_shape=tuple(dataset.event_shape), objective=self.objective, init_noise="gaussian",
-                   init_scale=2.5, **model_opts)
-
-    def log_likelihoods(self, model, x, *, trace=None, bound=None):
-        with torch.no_grad():
-            energy = torch.cat([model.energy(c).detach() for c in x.split(1024)])
-        log_z, se = model.log_partition(num_chains=500, num_steps=300, return_stderr=True)
-        return {"NLL (AIS log Z)": (-energy / model.temperature - log_z.detach(), float(se))}
-
-    def sample(self, model, num_samples: int, **opts) -> Tensor:
-        opts.setdefault("steps", 500)
-        if opts.get("method", "langevin") == "langevin":
-            opts.setdefault("step_size", 0.01)
-        return model.sample(num_samples, **opts).detach()
-
-    def describe(self, model) -> str:
-        return f"EBM ({model.objective if isinstance(model.objective, str) else 'custom'} objective)"
-
-
-class RBMRecipe(Recipe):
-    """A Bernoulli RBM for binary data (CD-1 by default; ``--objective pcd``)."""
-
-    name = "rbm"
-    families = ("rbm",)
-    objectives = ("cd", "pcd")
-    continuous = False
-    defaults = {"default": {"steps": 1500, "batch_size": 64, "lr": 3e-3}}
-
-    def check_dataset(self, dataset) -> None:
-        _require_binary(self.name, dataset)
-
-    def build(self, dataset, *, kind=None, objective=None):
-        from probgen.ebm import BernoulliRBM
-
-        self._check_kind(kind, objective)
-        self.check_dataset(dataset)
-        return BernoulliRBM(_numel(dataset.event_shape), 64, objective=objective or "cd", k=1, num_chains=100,
-                            event_shape=tuple(dataset.event_shape))
-
-    def log_likelihoods(self, model, x, *, trace=None, bound=None):
-        with torch.no_grad():
-            free = torch.cat([model.free_energy(c).detach() for c in x.split(1024)])
-        if min(model.n_visible, model.n_hidden) <= 20:
-            return {"NLL": (-free - model.log_partition("exact").detach(), 0.0)}
-        log_z, se = model.log_partition("ais", return_stderr=True, num_chains=200, num_steps=1000)
-        return {"NLL (AIS log Z)": (-free - log_z.detach(), float(se))}
-
-    def sample(self, model, num_samples: int, **opts) -> Tensor:
-        return model.sample(num_samples, gibbs_steps=opts.get("steps", 1000)).detach()
-
-    def describe(self, model) -> str:
-        return f"Bernoulli RBM ({model.n_visible} visible, {model.n_hidden} hidden, {model.objective.upper()}-{model.k})"
-
-
-class ScoreSDERecipe(Recipe):
-    """A score model under the VP SDE, trained with the likelihood weighting (importance-sampled t) and EMA;
-    exact log-likelihood through the probability-flow ODE."""
-
-    name = "score-sde"
-    families = ("score-sde",)
-    sample_methods = ("sde", "pc", "ode", "annealed-langevin")
-    traces = ("exact", "hutchinson")
-    max_eval_points = 2000  # one adaptive ODE solve with the exact trace per batch: a fixed subset
-    defaults = {
-        "toy2d": {"steps": 8000, "batch_size": 512, "lr": 1e-3, "lr_schedule": "cosine"},
-        "image": {"steps": 2000, "batch_size": 128, "lr": 2e-3, "lr_schedule": "cosine"},
-        "default": {"steps": 4000, "batch_size": 256, "lr": 1e-3, "lr_schedule": "cosine"},
-    }
-
-    def build(self, dataset, *, kind=None, objective=None):
-        from probgen.diffusion import ScoreSDE
-
-        self._check_kind(kind, objective)
-        return ScoreSDE(tuple(dataset.event_shape), loss_weighting="likelihood", importance_sampling=True,
-                        ema_decay=0.999)
-
-    def log_likelihoods(self, model, x, *, trace=None, bound=None):
-        lp = model.log_prob(x, trace=trace or "exact", batch_size=500)
-        return {"NLL": (lp.detach(), 0.0)}
-
-    def describe(self, model) -> str:
-        return f"score SDE ({type(model.sde).__name__}, {model.parameterization} parameterization)"
-
-
-class DDPMRecipe(Recipe):
-    """DDPM (Ho et al. 2020) with EMA; ``probgen nll --bound elbo|ode`` scores it with the closed-form ELBO
-    (a discretized decoder for digits, so a bound on the probability of the levels) or with the exact
-    likelihood of the same network through the matched VP probability-flow ODE.
-
-    Settings measured in docs/ddpm.md (``examples/ddpm_2d.py``, ``examples/ddpm_digits.py``)."""
-
-    name = "ddpm"
-    families = ("ddpm",)
-    bounds = ("elbo", "ode")
-    traces = ("exact", "hutchinson")
-    sample_methods = ("ancestral", "ddim", "dpm-solver")
-    defaults = {
-        "toy2d": {"steps": 3000, "batch_size": 256, "lr": 1e-3, "grad_clip": 1.0},
-        "image": {"steps": 3000, "batch_size": 64, "lr": 2e-3, "grad_clip": 1.0},
-        "default": {"steps": 3000, "batch_size": 256, "lr": 1e-3, "grad_clip": 1.0},
-    }
-    #: test points scored by default: the ELBO costs num_steps network passes per point, the ODE one solve
-    eval_points = {"toy2d": (1000, 1000), "image": (64, 32), "default": (1000, 1000)}
-
-    def build(self, dataset, *, kind=None, objective=None):
-        from probgen.diffusion import DDPM
-
-        self._check_kind(kind, objective)
-        if dataset.kind == "image":
-            # quantized data get the discretized decoder L_0, so the ELBO bounds the levels' probability
-            return DDPM(tuple(dataset.event_shape), ema_decay=0.995, data_levels=dataset.num_levels,
-                        data_range=tuple(dataset.data_range),
-                        net_options={"base_channels": 16, "channel_mults": [1, 2], "embed_dim": 32})
-        return DDPM(tuple(dataset.event_shape), ema_decay=0.999)
-
-    def batch_transform(self, dataset):
-        return None  # the ELBO's decoder models the levels themselves
-
-    def evaluate(self, model, dataset, *, trace=None, bound=None, num_points=None) -> dict[str, dict]:
-        self._check_eval_options(trace, bound)
-        device = next(model.parameters()).device
-        n_elbo, n_ode = self.eval_points.get(dataset.kind, self.eval_points["default"])
-        if num_points is not None:
-            n_elbo = n_ode = num_points
-        num_dims = dataset.test[0].numel()
-        report: dict[str, dict] = {}
-        terms: dict[str, tuple[Tensor, Tensor]] = {}
-        if bound in (None, "elbo"):
-            x = dataset.test[:n_elbo].to(device)
-            elbo = torch.cat([model.elbo(c).detach() for c in x.split(256)])
-            terms["-ELBO"] = (elbo, x)
-            report[f"test -ELBO ({len(x)} points)"] = _stat(-elbo)
-            if dataset.num_levels:
-                report["test -ELBO bits/dim"] = _bits_per_dim(elbo, num_dims, dataset, 0.0, continuous=False)
-        if bound in (None, "ode"):
-            x = dataset.test[:n_ode].to(device)
-            if dataset.num_levels and model.data_levels:
-                # bins centred on the levels, as the ELBO's decoder uses (see DDPM.bits_per_dim)
-                g = torch.Generator(device=device).manual_seed(0)
-                # Hutchinson and rtol = atol = 1e-4, as docs/ddpm.md measured: the exact trace costs 64 VJPs
-                bpd = model.bits_per_dim(x, method="ode", generator=g, trace=trace or "hutchinson", rtol=1e-4,
-                                         atol=1e-4, batch_size=256)
-                report[f"test NLL (ODE, {len(x)} points) bits/dim"] = _stat(bpd.detach(), unit="bits/dim")
-            else:
-                lp = model.log_prob(x, trace=trace or "exact", batch_size=500).detach()
-                terms["NLL (ODE)"] = (lp, x)
-                report[f"test NLL (ODE, {len(x)} points)"] = _stat(-lp)
-        if dataset.log_prob is not None and terms:
-            lp, x = terms.get("NLL (ODE)", next(iter(terms.values())))
-            if dataset.entropy is not None:
-                h, h_se = dataset.entropy
-                report["true entropy"] = {"value": h, "stderr": h_se, "unit": "nats"}
-            report["KL gap (NLL - entropy)"] = _stat(dataset.log_prob(x.double()).to(lp) - lp)
-        return report
-
-    def sample(self, model, num_samples: int, **opts) -> Tensor:
-        if opts.get("method") in (None, "ancestral") and opts.get("steps") is not None:
-            raise ValueError("--steps applies to --method ddim or dpm-solver; ancestral sampling takes every step")
-        with torch.no_grad():
-            return model.sample(num_samples, **opts)
-
-    def describe(self, model) -> str:
-        schedule = getattr(model, "_schedule_arg", None) or "custom"
-        return f"DDPM ({model.num_steps} steps, {schedule} schedule, {model.variance} variance)"
-
-
-class GANRecipe(Recipe):
-    """The original GAN (non-saturating generator loss); no likelihood: evaluated by its samples."""
-
-    name = "gan"
-    families = ("gan",)
-    has_likelihood = False
-    defaults = {"default": {"steps": 1000, "batch_size": 256, "lr": 1e-3}}
-
-    def _model_class(self):
-        from probgen.gan import GAN
-
-        return GAN
-
-    def build(self, dataset, *, kind=None, objective=None):
-        self._check_kind(kind, objective)
-        return self._model_class()(tuple(dataset.event_shape))
-
-    def evaluate(self, model, dataset, *, trace=None, bound=None, num_points=None) -> dict[str, dict]:
-        """Sample metrics against the test split (MMD², sliced Wasserstein, precision/recall, KDE)."""
-        if trace is not None or bound is not None:
-            raise ValueError(f"family {self.name!r} has no likelihood: --trace and --bound do not apply")
-        from probgen.evaluation import sample_metrics
-
-        n = min(len(dataset.test), num_points or 2000)
-        samples = self.sample(model, n).detach().cpu().reshape(n, *dataset.event_shape)
-        image = tuple(dataset.event_shape) == (1, 8, 8)
-        return sample_metrics(samples, dataset.test[:n], reference=dataset.train[:n], image_features=image)
-
-    def describe(self, model) -> str:
-        return f"{type(model).__name__} ({model.latent_dim}-d latent)"
-
-
-class WGANGPRecipe(GANRecipe):
-    """WGAN with gradient penalty (Gulrajani et al. 2017)."""
-
-    name = "wgan-gp"
-    families = ("wgan-gp",)
-
-    def _model_class(self):
-        from probgen.gan import WGANGP
-
-        return WGANGP
-
-
-RECIPES: dict[str, type[Recipe]] = {
-    "flow": FlowRecipe,
-    "cnf": CNFRecipe,
-    "made": MADERecipe,
-    "vae": VAERecipe,
-    "ebm": EBMRecipe,
-    "rbm": RBMRecipe,
-    "score-sde": ScoreSDERecipe,
-    "ddpm": DDPMRecipe,
-    "gan": GANRecipe,
-    "wgan-gp": WGANGPRecipe,
-}
-#: recipes that live beside their family (h8; the registry helper's probgen/registry.py replaces this)
-_LATE_RECIPES = {"fm": ("probgen.flows.recipe_fm", "FlowMatchingRecipe"),
-                 "edm": ("probgen.diffusion.recipe_edm", "EDMRecipe")}
-
-
-def _load_late_recipes() -> None:
-    import importlib
-
-    for key, (module, cls) in _LATE_RECIPES.items():
-        if key not in RECIPES:
-            RECIPES[key] = getattr(importlib.import_module(module), cls)
+                         "(use 'digits-binary', 'mnist-binary', or a file of 0/1 values)")
+
+
+# ---------------------------------------------------------------------------------- the settings table
+
+
+def _brief(part: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v}" if not isinstance(v, dict) else f"{k} {{...}}" for k, v in part.items())
+
+
+def settings_table(*, markdown: bool = True) -> str:
+    """The one table of defaults: each profile row (:data:`probgen.data.profile.PROFILE_ROWS`) against each
+    family's model and training settings, read from the recipes (rows a family does not tune take its
+    ``default`` row). ``markdown=False``: the short form ``probgen fit --help`` shows."""
+    from probgen import registry
+    from probgen.data.profile import PROFILE_ROWS
+
+    recipes = [registry.recipe(name) for name in registry.names()]
+    if not markdown:
+        lines = ["data profiles (defaults are chosen from what the data is, never its name; "
+                 "full table in docs/cli.md):"]
+        for row, what in PROFILE_ROWS:
+            tuned = [r.name for r in recipes if row in r.settings]
+            lines.append(f"  {row:<10} {what:<50} tuned: {', '.join(tuned) or 'none (general defaults)'}")
+        lines.append("  continuous data are standardized inside flow, cnf, score-sde and ddpm models")
+        return "\n".join(lines)
+    lines = ["| family | row | model | training |", "|---|---|---|---|"]
+    for r in recipes:
+        for row in ("default", *(name for name, _ in PROFILE_ROWS)):
+            if row not in r.settings:
+                continue
+            s = r.settings[row]
+            model, fit = _brief(s.get("model", {})) or "-", _brief(s.get("fit", {})) or "-"
+            lines.append(f"| {r.name} | {row} | {model} | {fit} |")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------- lookups (the registry's)
 
 
 def names() -> list[str]:
-    """The family names ``probgen fit`` accepts."""
-    _load_late_recipes()
-    return sorted(RECIPES)
+    """The family names ``probgen fit`` accepts (:func:`probgen.registry.names`)."""
+    from probgen import registry
+
+    return registry.names()
 
 
 def get(name: str) -> Recipe:
-    """The recipe for a CLI family name (``probgen fit <family>``)."""
-    check_choice("family", name, names())
-    return RECIPES[name]()
+    """The recipe for a CLI family name (``probgen fit <family>``; :func:`probgen.registry.recipe`)."""
+    from probgen import registry
+
+    return registry.recipe(name)
 
 
 def for_model(model) -> Recipe:
-    """The recipe that reads back a loaded model, found through ``model.family``."""
-    family = getattr(model, "family", None)
-    _load_late_recipes()
-    for cls in RECIPES.values():
-        if family in cls.families:
-            return cls()
-    raise ValueError(f"no command-line recipe for a model of family {family!r}")
+    """The recipe that reads back a loaded model (:func:`probgen.registry.recipe_for`)."""
+    from probgen import registry
+
+    return registry.recipe_for(model)
+
+
+#: names that lived here before the recipes moved beside their families: name -> new home
+_MOVED = {
+    "FlowRecipe": "probgen.flows.recipe", "CNFRecipe": "probgen.flows.recipe", "MADERecipe": "probgen.flows.recipe",
+    "TOY2D_FLOW": "probgen.flows.recipe", "CNF_EVAL_TOL": "probgen.flows.recipe",
+    "VAERecipe": "probgen.vae.recipe", "EBMRecipe": "probgen.ebm.recipe", "RBMRecipe": "probgen.ebm.recipe",
+    "ScoreSDERecipe": "probgen.diffusion.recipe", "DDPMRecipe": "probgen.diffusion.recipe",
+    "GANRecipe": "probgen.gan.recipe", "WGANGPRecipe": "probgen.gan.recipe",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MOVED:
+        import importlib
+
+        warnings.warn(f"probgen.recipes.{name} moved to {_MOVED[name]}.{name}", DeprecationWarning, stacklevel=2)
+        return getattr(importlib.import_module(_MOVED[name]), name)
+    if name == "RECIPES":
+        from probgen import registry
+
+        warnings.warn("probgen.recipes.RECIPES is replaced by probgen.registry.FAMILIES", DeprecationWarning,
+                      stacklevel=2)
+        return {n: type(registry.recipe(n)) for n in registry.names()}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -108,7 +108,8 @@ def test_families_table_is_the_documented_one():
         "rbm": "probgen.ebm:BernoulliRBM",
         "gaussian-rbm": "probgen.ebm:GaussianBernoulliRBM", "made": "probgen.flows:MADE",
         "gan": "probgen.gan:GAN", "wgan-gp": "probgen.gan:WGANGP",
-        "flow-matching": "probgen.flows:FlowMatching", "edm": "probgen.diffusion:EDM",
+        "fm": "probgen.flows:FlowMatching", "edm": "probgen.diffusion:EDM",
+        "standardized": "probgen.ops.standardize:Standardized",
     }
     assert probgen.load is load and probgen.save is save
 

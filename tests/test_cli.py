@@ -236,7 +236,7 @@ def test_sampler_and_bound_options_reach_the_family(tmp_path, capsys):
 
 def test_flow_recipe_picks_autoregressive_splines_on_2d_toy_data():
     from probgen.data import load
-    from probgen.recipes import TOY2D_FLOW, FlowRecipe
+    from probgen.flows.recipe import TOY2D_FLOW, FlowRecipe
 
     recipe = FlowRecipe()
     flow = recipe.build(load("8gaussians"))
@@ -247,7 +247,7 @@ def test_flow_recipe_picks_autoregressive_splines_on_2d_toy_data():
 
 def test_cnf_is_scored_at_the_evaluation_tolerance_and_keeps_its_training_tolerance():
     from probgen.flows import Flow
-    from probgen.recipes import CNF_EVAL_TOL, FlowRecipe
+    from probgen.flows.recipe import CNF_EVAL_TOL, FlowRecipe
 
     torch.manual_seed(0)
     flow = Flow(2, "cnf", rtol=1e-3, atol=1e-3, hidden_dims=(16,))
@@ -281,7 +281,8 @@ def test_resume_continues_the_checkpoints_architecture(tmp_path, capsys):
     assert code == 0, err
     assert "flow (realnvp, 4 layers)" in text
     state = torch.load(out / "checkpoint.pt", weights_only=True)
-    assert state["config"]["kind"] == "realnvp"
+    # continuous data: the flow is saved inside its standardizing wrapper (probgen.ops.standardize)
+    assert state["family"] == "standardized" and state["config"]["model"]["config"]["kind"] == "realnvp"
 
     code, _, err = _run(capsys, "fit", "flow", "--data", "8gaussians", "--kind", "spline", "--steps", "4",
                         "--out", str(out), "--resume")

@@ -12,20 +12,19 @@ class EDMRecipe(Recipe):
     sampling on the ρ = 7 grid; exact NLL through the probability-flow ODE (in ``log σ``)."""
 
     name = "edm"
-    families = ("edm",)
     sample_methods = ("heun", "euler", "dpm++2m", "euler-ancestral", "reverse-sde")
     traces = ("exact", "hutchinson")
     max_eval_points = 2000
-    defaults = {
-        "toy2d": {"steps": 4000, "batch_size": 512, "lr": 1e-3, "lr_schedule": "cosine"},
-        "image": {"steps": 2000, "batch_size": 128, "lr": 2e-3, "lr_schedule": "cosine"},
-        "default": {"steps": 4000, "batch_size": 256, "lr": 1e-3, "lr_schedule": "cosine"},
+    settings = {
+        "default": {"fit": {"steps": 4000, "batch_size": 256, "lr": 1e-3, "lr_schedule": "cosine"}},
+        "2d": {"fit": {"steps": 4000, "batch_size": 512, "lr": 1e-3, "lr_schedule": "cosine"}},
+        "grayscale": {"fit": {"steps": 2000, "batch_size": 128, "lr": 2e-3, "lr_schedule": "cosine"}},
+        "colour": {"fit": {"steps": 2000, "batch_size": 128, "lr": 2e-3, "lr_schedule": "cosine"}},
     }
 
     def build(self, dataset, *, kind=None, objective=None):
         from probgen.diffusion import EDM
 
-        self._check_kind(kind, objective)
         sigma_data = float(dataset.train.double().std())
         return EDM(tuple(dataset.event_shape), sigma_data=sigma_data, ema_decay=0.999)
 

@@ -135,7 +135,7 @@ class FlowMatching(nn.Module):
         torch.Size([3, 2])
     """
 
-    family = "flow-matching"
+    family = "fm"
 
     def __init__(self, event_shape: int | Sequence[int], net: nn.Module | None = None, *, path: str = "linear",
                  coupling: str = "independent", net_options: Mapping[str, Any] | None = None) -> None:

@@ -14,25 +14,24 @@ class FlowMatchingRecipe(Recipe):
     """
 
     name = "fm"
-    families = ("flow-matching",)
     kinds = ("linear", "cosine")
     sample_methods = ("dopri5", "rk4", "heun", "dpm++2m", "euler")
     traces = ("exact", "hutchinson")
     max_eval_points = 2000
     flatten = True
-    defaults = {
-        "toy2d": {"steps": 8000, "batch_size": 256, "lr": 2e-3, "lr_schedule": "cosine"},
-        "default": {"steps": 4000, "batch_size": 256, "lr": 1e-3, "lr_schedule": "cosine"},
+    standardize = True
+    settings = {
+        "default": {"fit": {"steps": 4000, "batch_size": 256, "lr": 1e-3, "lr_schedule": "cosine"}},
+        "2d": {"fit": {"steps": 8000, "batch_size": 256, "lr": 2e-3, "lr_schedule": "cosine"}},
     }
 
     def build(self, dataset, *, kind=None, objective=None):
         from probgen.flows import FlowMatching
 
-        self._check_kind(kind, objective)
         num_dims = 1
         for size in dataset.event_shape:
             num_dims *= int(size)
-        return FlowMatching((num_dims,), path=kind or "linear", coupling="ot")
+        return self.standardized(FlowMatching((num_dims,), path=kind or "linear", coupling="ot"), dataset)
 
     def log_likelihoods(self, model, x, *, trace=None, bound=None):
         lp = model.log_prob(x, trace=trace or "exact", batch_size=500)

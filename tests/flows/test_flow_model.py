@@ -202,7 +202,7 @@ def test_spline_reaches_the_entropy_of_8gaussians() -> None:
     # 4000 steps, batch 512, lr 3e-3, cosine decay. KL gap estimated as the paired mean of
     # log p_data - log p_model over 10,000 test points (standard error ~ 0.001); target 0.05 nats (issue 6).
     import probgen as pg
-    from probgen.recipes import TOY2D_FLOW
+    from probgen.flows.recipe import TOY2D_FLOW
 
     data = pg.data.load("8gaussians", seed=0, n_test=10_000)
     torch.manual_seed(0)

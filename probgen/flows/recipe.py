@@ -1,0 +1,111 @@
+"""Command-line recipe (build, tuned defaults, scoring, sampling) for flows: discrete flows,
+continuous normalizing flows (CNF) and MADE for binary data.
+
+Read through :mod:`probgen.registry`; the shared behaviour is :class:`probgen.recipes.Recipe`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from probgen.recipes import Recipe, numel, require_binary
+
+__all__ = ["CNF_EVAL_TOL", "TOY2D_FLOW", "FlowRecipe", "CNFRecipe", "MADERecipe"]
+
+
+#: the ODE solver tolerance (rtol = atol) at which the command line scores a CNF's likelihood
+CNF_EVAL_TOL = 1e-5
+
+
+#: the flow fitted to 2-D toy data by default: three autoregressive rational-quadratic spline layers (each
+#: transforms both coordinates, where a coupling layer leaves one alone), the fastest to a small KL gap in
+#: docs/flows.md and benchmarks/bench_flows.py
+TOY2D_FLOW = {"num_layers": 3, "hidden_dims": (64, 64), "bound": 3.0}
+
+
+class FlowRecipe(Recipe):
+    """Discrete normalizing flows (``probgen.flows.Flow``): on 2-D continuous data autoregressive splines
+    (``Flow(2, "spline-ar", **TOY2D_FLOW)``), otherwise spline couplings (one pass each way); continuous data
+    are standardized inside the model."""
+
+    name = "flow"
+    kinds = ("spline", "spline-ar", "realnvp", "maf", "iaf", "planar", "radial")
+    flatten = True
+    standardize = True
+    settings = {
+        "default": {"model": {"kind": "spline"},
+                    "fit": {"steps": 3000, "batch_size": 256, "lr": 1e-3, "lr_schedule": "cosine"}},
+        "2d": {"model": {"kind": "spline-ar", **TOY2D_FLOW},
+               "fit": {"steps": 4000, "batch_size": 512, "lr": 3e-3, "lr_schedule": "cosine"}},
+    }
+
+    def build(self, dataset, *, kind=None, objective=None):
+        from probgen.flows import Flow
+
+        dim = numel(dataset.event_shape)
+        options = dict(self.settings_for(dataset)["model"])
+        row_kind = options.pop("kind")
+        if kind not in (None, row_kind):  # an explicit --kind wins, with that kind's own defaults
+            options = {}
+        kind = kind or row_kind
+        if dim > 16 and kind in ("spline", "realnvp", "maf", "iaf", "spline-ar") and "hidden_dims" not in options:
+            # the default conditioner width grows as 10 D; for images a fixed width keeps a CPU run practical
+            options["hidden_dims"] = (256, 256)
+        return self.standardized(Flow(dim, kind, **options), dataset)
+
+    def log_likelihoods(self, model, x: Tensor, *, trace=None, bound=None) -> dict[str, tuple[Tensor, float]]:
+        """Exact ``log p(x)``; a CNF is scored at ``rtol = atol = CNF_EVAL_TOL`` whatever it was trained with."""
+        blocks = getattr(model, "cnf_transforms", [])
+        saved = [(b.rtol, b.atol) for b in blocks]
+        try:
+            for b in blocks:
+                b.rtol, b.atol = min(b.rtol, CNF_EVAL_TOL), min(b.atol, CNF_EVAL_TOL)
+            return super().log_likelihoods(model, x, trace=trace, bound=bound)
+        finally:
+            for b, (rtol, atol) in zip(blocks, saved):
+                b.rtol, b.atol = rtol, atol
+
+    def describe(self, model) -> str:
+        if model.kind == "cnf":
+            return f"continuous normalizing flow ({model.num_layers} block{'s' * (model.num_layers > 1)})"
+        return f"flow ({model.kind}, {model.num_layers} layers)"
+
+
+class CNFRecipe(FlowRecipe):
+    """A continuous normalizing flow (FFJORD): ``Flow(dim, "cnf")``, trained through the adjoint ODE."""
+
+    name = "cnf"
+    kinds = ()
+    settings = {
+        "default": {"fit": {"steps": 1000, "batch_size": 256, "lr": 1e-3, "lr_schedule": "cosine"}},
+        "2d": {"fit": {"steps": 1600, "batch_size": 512, "lr": 3e-3, "lr_schedule": "cosine"}},
+    }
+
+    def build(self, dataset, *, kind=None, objective=None):
+        from probgen.flows import Flow
+
+        # trained at solver tolerance 1e-3 with backprop through the solver (what docs/flows.md measured as
+        # fastest to train), scored at CNF_EVAL_TOL
+        return self.standardized(Flow(numel(dataset.event_shape), "cnf", rtol=1e-3, atol=1e-3, adjoint=False),
+                                 dataset)
+
+
+class MADERecipe(Recipe):
+    """MADE for binary data: exact ``log p(x) = Σ log p(x_i | x_<i)``."""
+
+    name = "made"
+    continuous = False
+    flatten = True
+    settings = {"default": {"fit": {"steps": 3000, "batch_size": 128, "lr": 1e-3}}}
+
+    def check_dataset(self, dataset) -> None:
+        require_binary(self.name, dataset)
+
+    def build(self, dataset, *, kind=None, objective=None):
+        from probgen.flows import MADE
+
+        return MADE(numel(dataset.event_shape))
+
+    def describe(self, model) -> str:
+        return f"MADE ({model.dim} binary units)"
