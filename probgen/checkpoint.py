@@ -317,6 +317,103 @@ def atomic_write(path: PathLike, write: Any, *, text: bool = False) -> Path:
     return target
 
 
+LOCK_NAME = ".probgen.lock"
+
+
+class RunLockedError(ValueError):
+    """Another live process holds the lock of a run folder."""
+
+
+class run_lock:
+    """An exclusive lock on a run folder, held while one process writes into it.
+
+    The lock is the file ``.probgen.lock`` in ``folder``, created with ``O_CREAT | O_EXCL`` and
+    holding the owner's pid and host name. A second writer finds it and is refused with
+    :class:`RunLockedError`; a lock left by a process that no longer exists (same host) is detected
+    and taken over. The file is removed on exit.
+
+    Example:
+        >>> import tempfile
+        >>> folder = tempfile.mkdtemp()
+        >>> with run_lock(folder):
+        ...     try:
+        ...         run_lock(folder).__enter__()
+        ...     except RunLockedError as error:
+        ...         print("refused")
+        refused
+    """
+
+    def __init__(self, folder: PathLike):
+        self.folder = Path(folder)
+        self.path = self.folder / LOCK_NAME
+        self._held = False
+
+    def __enter__(self) -> "run_lock":
+        import socket
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        me = f"{os.getpid()} {socket.gethostname()}\n"
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
+            except FileExistsError:
+                owner = self._owner()
+                if owner is not None:
+                    raise RunLockedError(
+                        f"{self.folder} is being written by another probgen process (pid {owner}; lock file "
+                        f"{self.path}); wait for it to finish, or use another --out"
+                    ) from None
+                try:  # a stale lock: its process is gone
+                    os.unlink(self.path)
+                except FileNotFoundError:
+                    pass
+                continue
+            with os.fdopen(fd, "w") as handle:
+                handle.write(me)
+            self._held = True
+            return self
+        raise RunLockedError(f"could not take the lock {self.path} (another process keeps taking it)")
+
+    def _owner(self) -> int | None:
+        """The pid of a live owner, or None for a stale (or unreadable, empty after a crash) lock."""
+        import socket
+
+        try:
+            text = self.path.read_text()
+        except FileNotFoundError:
+            return None
+        except OSError:
+            return -1
+        parts = text.split()
+        if not parts:
+            return None  # killed between create and write
+        try:
+            pid = int(parts[0])
+        except ValueError:
+            return None
+        if len(parts) > 1 and parts[1] != socket.gethostname():
+            return pid  # another machine's process: cannot tell, assume alive
+        if pid == os.getpid():
+            return pid
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            return pid
+        except OSError:
+            return None
+        return pid
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._held:
+            try:
+                os.unlink(self.path)
+            except OSError:
+                pass
+            self._held = False
+
+
 def _fsync_dir(folder: Path) -> None:
     """Best effort: make the rename durable (POSIX); silently skipped where unsupported."""
     try:
