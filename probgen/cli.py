@@ -230,6 +230,9 @@ _DEFAULT_COMPARISON = "comparison.png"
 #: seconds the default (``--eval quick``) evaluation after ``probgen fit`` aims at
 _QUICK_EVAL_SECONDS = 45.0
 
+#: test points of the two probes that measure an evaluation's cost
+_PROBES = (8, 32)
+
 #: the largest sample set ``probgen sample`` holds (MB of float32); raise with PROBGEN_MAX_SAMPLE_MB
 _MAX_SAMPLE_MB = 4096
 
@@ -242,8 +245,8 @@ def _remove_stale_outputs(out: Path) -> None:
     """
     import shutil
 
-    for name in _RUN_OUTPUTS:
-        for path in out.glob(f".{name}.*.tmp"):
+    for name in _RUN_OUTPUTS:  # the current pattern, and the .<name>.tmp-* files of earlier versions
+        for path in [*out.glob(f".{name}.*.tmp"), *out.glob(f".{name}.tmp-*")]:
             try:
                 path.unlink()
             except OSError:
@@ -439,22 +442,24 @@ def _eval_points(recipe, dataset) -> int:
 
 
 def _measure_cost(recipe, model, dataset, options: dict) -> tuple[float, float]:
-    """Seconds of ``recipe.evaluate`` as ``fixed + per_point * n``, measured on probes of 4 and 16 test points
-    (a fixed part such as an AIS estimate of log Z is told apart from the per-point solves). The global RNG
+    """Seconds of ``recipe.evaluate`` as ``fixed + per_point * n``, measured on probes of 8 and 32 test points
+    (a fixed part such as an AIS estimate of log Z is told apart from the per-point solves; a probe that
+    fails, e.g. too few points for a metric, raises and the caller goes without an estimate). The global RNG
     is restored afterwards, so the probes change nothing that follows."""
     import torch
 
     state = torch.get_rng_state()
     costs = []
     try:
-        for probe in (4, 16):
+        for probe in _PROBES:
             start = time.perf_counter()
             recipe.evaluate(model, dataset, **{**options, "num_points": probe})
             costs.append(time.perf_counter() - start)
     finally:
         torch.set_rng_state(state)
-    per_point = max((costs[1] - costs[0]) / 12, costs[1] / 16 * 0.05, 1e-9)
-    return max(costs[0] - 4 * per_point, 0.0), per_point
+    small, large = _PROBES
+    per_point = max((costs[1] - costs[0]) / (large - small), costs[1] / large * 0.05, 1e-9)
+    return max(costs[0] - small * per_point, 0.0), per_point
 
 
 def _post_fit_evaluation(recipe, model, dataset, mode: str, *, progress: bool):
@@ -469,13 +474,17 @@ def _post_fit_evaluation(recipe, model, dataset, mode: str, *, progress: bool):
     full = _eval_points(recipe, dataset)
     n = None
     estimate = None
-    if full > 16:
-        fixed, per_point = _measure_cost(recipe, model, dataset, {})
-        estimate = fixed + per_point * full
-        if mode == "quick" and estimate > _QUICK_EVAL_SECONDS:
-            fit_points = max((_QUICK_EVAL_SECONDS - fixed) / per_point, 16)
-            n = min(full, max(16, 2 ** int(math.log2(fit_points))))
-            estimate = fixed + per_point * n
+    if full > _PROBES[1]:
+        try:
+            fixed, per_point = _measure_cost(recipe, model, dataset, {})
+        except (ValueError, RuntimeError):
+            fixed = per_point = None
+        if per_point is not None:
+            estimate = fixed + per_point * full
+            if mode == "quick" and estimate > _QUICK_EVAL_SECONDS:
+                fit_points = max((_QUICK_EVAL_SECONDS - fixed) / per_point, _PROBES[1])
+                n = min(full, max(_PROBES[1], 2 ** int(math.log2(fit_points))))
+                estimate = fixed + per_point * n
     points = full if n is None else n
     with _progress.timed(f"evaluating on {points} test points", estimate or 0.1,
                          enabled=progress and estimate is not None):
@@ -601,9 +610,12 @@ def _evaluate_with_progress(recipe, model, dataset, *, progress: bool, **options
     full = _eval_points(recipe, dataset) if options.get("num_points") is None else \
         min(options["num_points"], len(dataset.test))
     estimate = None
-    if progress and full > 16:
-        fixed, per_point = _measure_cost(recipe, model, dataset, options)
-        estimate = fixed + per_point * full
+    if progress and full > _PROBES[1]:
+        try:
+            fixed, per_point = _measure_cost(recipe, model, dataset, options)
+            estimate = fixed + per_point * full
+        except (ValueError, RuntimeError):
+            pass
     with _progress.timed("evaluating", estimate or 0.1, enabled=progress and estimate is not None):
         return recipe.evaluate(model, dataset, **options)
 
