@@ -230,9 +230,11 @@ def _bits_per_dim(lp: Tensor, num_dims: int, dataset, extra_se: float, continuou
 
 
 def _require_binary(name: str, dataset) -> None:
-    if dataset.num_levels != 2:
+    from probgen.data.files import is_binary_dataset
+
+    if not is_binary_dataset(dataset):
         raise ValueError(f"family {name!r} models binary data; --data {dataset.name!r} is not binary "
-                         "(use 'digits-binary')")
+                         "(values other than 0 and 1; use 'digits-binary' or a 0/1 file)")
 
 
 # ------------------------------------------------------------------------------------------- families

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["FILE_EXTENSIONS", "MAX_ABS_VALUE", "MIN_ROWS", "load_file", "is_binary", "check_fit_data"]
+__all__ = ["FILE_EXTENSIONS", "MAX_ABS_VALUE", "MIN_ROWS", "load_file", "is_binary", "is_binary_dataset", "check_fit_data"]
 
 FILE_EXTENSIONS: tuple[str, ...] = (".npy", ".csv", ".pt")
 """File extensions accepted by :func:`load_file` (case-insensitive)."""
@@ -227,6 +227,20 @@ def is_binary(x: Tensor) -> bool:
         (True, False)
     """
     return bool(((x == 0) | (x == 1)).all())
+
+
+def is_binary_dataset(dataset) -> bool:
+    """True for a data set a Bernoulli model takes: ``num_levels == 2`` (``digits-binary``), or a user file
+    whose values are all 0 or 1 (:func:`is_binary`).
+
+    Example:
+        >>> from probgen.data import load
+        >>> is_binary_dataset(load("digits-binary")), is_binary_dataset(load("digits"))
+        (True, False)
+    """
+    if getattr(dataset, "num_levels", None) == 2:
+        return True
+    return getattr(dataset, "kind", None) == "file" and is_binary(dataset.train) and is_binary(dataset.test)
 
 
 def check_fit_data(dataset, *, continuous: bool = True) -> None:
