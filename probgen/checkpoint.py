@@ -26,8 +26,14 @@ with :mod:`importlib`), and the model is rebuilt as ``cls(**config)`` followed b
 
 **Integrity.** ``torch.load`` does not verify the CRCs of its zip records, so a flipped byte in a
 weight would load silently. Every checkpoint therefore carries a SHA-256 digest of its whole
-content (keys, types, shapes, dtypes and tensor bytes); a truncated, corrupted or edited file is
-refused with :class:`CheckpointError`.
+content (keys, types, shapes, dtypes and tensor bytes); a truncated or corrupted file is refused with
+:class:`CheckpointError`. The digest is unkeyed: it detects corruption, **not tampering** (whoever edits a
+file can recompute it), so safety never depends on it.
+
+**Hostile files.** Loading cannot be turned into a denial of service (:func:`safe_torch_load`): zip
+records are checked against the file's size before unpickling, meta/quantized/nested/sparse and
+expanded (stride-0) tensors are refused, and a config is held to :data:`LIMITS` and built under a
+memory budget before the weights are checked against it (:func:`check_config`).
 
 **Atomicity.** Files are written to a temporary file in the destination folder, flushed and
 ``fsync``-ed, then moved over the destination with :func:`os.replace`. A failed write (disk full,
