@@ -107,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--eval", default="quick", choices=("none", "quick", "full"),
                      help="evaluation after training: none, quick (a test subset sized to finish in about "
                           f"{_QUICK_EVAL_SECONDS:.0f} s, with its standard error; the default) or full")
-    fit.add_argument("--num-samples", type=_positive_int, default=2000, help="samples drawn for the plot")
+    fit.add_argument("--num-samples", type=_positive_int, default=2000, help="samples drawn for the plot (at most 64 for images: the grid shows 64)")
     fit.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     fit.add_argument("--threads", type=_positive_int, default=None,
                      help="CPU threads for torch (default: 1 for low-dimensional data, where more threads only "
@@ -379,7 +379,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     if rows:
         _print_table(rows)
 
-    samples = recipe.sample(model, args.num_samples)
+    samples = recipe.sample(model, _figure_samples(args.num_samples, dataset))
     png = ckpt.parent / "samples.png"
     recipe.plot(samples, dataset, path=str(png))
     summary = {
@@ -402,6 +402,11 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         ckpt, png = final_ckpt, out / "samples.png"
     print(f"wrote {ckpt}, {png}, {out / 'summary.json'}")
     return 0
+
+
+def _figure_samples(num_samples: int, dataset) -> int:
+    """Samples drawn for fit's figure: an image grid shows 64, so no more are drawn for images."""
+    return min(num_samples, 64) if len(dataset.event_shape) > 1 else num_samples
 
 
 def _check_fit_data(dataset, recipe) -> None:
