@@ -469,9 +469,9 @@ def _measure_cost(recipe, model, dataset, options: dict) -> tuple[float, float]:
 
 def _post_fit_evaluation(recipe, model, dataset, mode: str, *, progress: bool):
     """The evaluation after ``fit``: ``none``; ``full`` (the recipe's default test points); or ``quick``: the
-    cost of one solve is measured on a probe of a few test points, and the evaluation is cut to the test
-    points that fit in ``_QUICK_EVAL_SECONDS`` (the full evaluation when it fits). Returns the table and a
-    sentence saying which evaluation ran."""
+    cost is measured on probes (:func:`_measure_cost`), and the evaluation is cut to the first test points
+    that fit in ``_QUICK_EVAL_SECONDS`` (the full evaluation when it fits). Returns the table and a sentence
+    saying which evaluation ran and how long it took."""
     from probgen import _progress
 
     if mode == "none":
@@ -479,7 +479,8 @@ def _post_fit_evaluation(recipe, model, dataset, mode: str, *, progress: bool):
     full = _eval_points(recipe, dataset)
     n = None
     estimate = None
-    if full > _PROBES[1]:
+    start = time.perf_counter()
+    if full > _PROBES[1] and (mode == "quick" or progress):
         try:
             fixed, per_point = _measure_cost(recipe, model, dataset, {})
         except (ValueError, RuntimeError):
@@ -494,11 +495,14 @@ def _post_fit_evaluation(recipe, model, dataset, mode: str, *, progress: bool):
     with _progress.timed(f"evaluating on {points} test points", estimate or 0.1,
                          enabled=progress and estimate is not None):
         report = recipe.evaluate(model, dataset, num_points=n)
+    seconds = time.perf_counter() - start
     if n is None or n >= full:
-        what = f"evaluation ({mode}): {full} test points" + (" (all)" if full == len(dataset.test) else "")
+        what = (f"evaluation ({mode}) in {seconds:.1f} s: {full} test points"
+                + (" (all)" if full == len(dataset.test) else ""))
     else:
-        what = (f"evaluation (quick): the first {n} of {full} test points, sized from the measured cost of one solve "
-                f"to about {_QUICK_EVAL_SECONDS:.0f} s; values are mean ± standard error (--eval full for all)")
+        what = (f"evaluation (quick) in {seconds:.1f} s: the first {n} of {full} test points, sized from the measured "
+                f"cost of one solve to about {_QUICK_EVAL_SECONDS:.0f} s; values are mean ± standard error "
+                "(--eval full for all)")
     return report, what
 
 
