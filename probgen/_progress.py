@@ -20,8 +20,9 @@ def bar(total: int, desc: str, *, enabled: bool = True, unit: str = "it") -> Any
 
     Example:
         >>> with bar(3, "demo", enabled=False) as b:
-        ...     b.update(3)
-        True
+        ...     _ = b.update(3)
+        >>> b.total
+        3
     """
     from tqdm.auto import tqdm
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 
@@ -409,3 +410,17 @@ def test_long_commands_show_a_progress_bar_on_stderr(tmp_path, capsys):
     code, _, err = _run(capsys, "compare", str(runs["score-sde"]), str(runs["ddpm"]), "--data", "8gaussians",
                         "-n", "50", "--no-likelihood", "--out", str(tmp_path / "c.png"))
     assert code == 0 and "comparing" in err and "2/2" in err, err
+
+
+def test_an_unwritable_out_folder_is_refused_before_any_work(tmp_path, capsys, monkeypatch):
+    from probgen import cli
+
+    run = tmp_path / "run"
+    _small_run(run, capsys)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(cli.os, "access", lambda p, mode: False if str(p) == str(locked) else real_access(p, mode))
+    monkeypatch.setattr(cli, "_load_model", lambda *a, **k: pytest.fail("work started before --out was checked"))
+    code, _, err = _run(capsys, "sample", str(run), "-n", "5", "--out", str(locked / "s.npy"))
+    assert code == 2 and "--out" in err and "is not writable" in err, err
