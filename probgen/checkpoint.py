@@ -26,8 +26,14 @@ with :mod:`importlib`), and the model is rebuilt as ``cls(**config)`` followed b
 
 **Integrity.** ``torch.load`` does not verify the CRCs of its zip records, so a flipped byte in a
 weight would load silently. Every checkpoint therefore carries a SHA-256 digest of its whole
-content (keys, types, shapes, dtypes and tensor bytes); a truncated, corrupted or edited file is
-refused with :class:`CheckpointError`.
+content (keys, types, shapes, dtypes and tensor bytes); a truncated or corrupted file is refused with
+:class:`CheckpointError`. The digest is unkeyed: it detects corruption, **not tampering** (whoever edits a
+file can recompute it), so safety never depends on it.
+
+**Hostile files.** Loading cannot be turned into a denial of service (:func:`safe_torch_load`): zip
+records are checked against the file's size before unpickling, meta/quantized/nested/sparse and
+expanded (stride-0) tensors are refused, and a config is held to :data:`LIMITS` and built under a
+memory budget before the weights are checked against it (:func:`check_config`).
 
 **Atomicity.** Files are written to a temporary file in the destination folder, flushed and
 ``fsync``-ed, then moved over the destination with :func:`os.replace`. A failed write (disk full,
@@ -74,6 +80,13 @@ __all__ = [
     "write_checkpoint",
     "resolve_family",
     "checkpoint_file",
+    "atomic_write",
+    "safe_torch_load",
+    "run_lock",
+    "RunLockedError",
+    "LIMITS",
+    "limit",
+    "check_config",
 ]
 
 PathLike = Union[str, os.PathLike]
@@ -235,27 +248,167 @@ def write_checkpoint(path: PathLike, payload: Mapping[str, Any]) -> Path:
     _check_plain(record, "checkpoint")
     record["sha256"] = _digest(record)
 
+    def _save(handle) -> None:
+        torch.save(record, handle)
+
+    try:
+        atomic_write(target, _save)
+    except Exception as error:  # OSError, or torch's RuntimeError on a full disk
+        detail = error.strerror if isinstance(error, OSError) and error.strerror else error
+        raise CheckpointWriteError(
+            f"could not write checkpoint {target}: {detail}; the previous file (if any) is intact"
+        ) from error
+    return target
+
+
+def atomic_write(path: PathLike, write: Any, *, text: bool = False) -> Path:
+    """Write a file atomically and safely: the one writer behind every file probgen writes.
+
+    ``write(handle)`` fills a temporary file ``.<name>.<32 random hex>.tmp`` in the destination
+    folder, created with ``O_CREAT | O_EXCL | O_NOFOLLOW`` (a file or symlink planted at that name
+    makes the open fail instead of redirecting the write); it is flushed, ``fsync``-ed and moved
+    over ``path`` with :func:`os.replace`, which replaces a symlink at ``path`` itself rather than
+    the file it points to. On any failure the temporary file is removed and ``path`` is untouched.
+
+    Args:
+        path: the destination file. Missing parent folders are created.
+        write: ``write(handle)`` writes the content to an open binary (or, with ``text``, UTF-8
+            text) file handle.
+        text: open the handle in text mode.
+
+    Returns:
+        The path written.
+
+    Raises:
+        OSError: the file could not be written (the message names ``path``).
+
+    Example:
+        >>> import tempfile, os
+        >>> target = os.path.join(tempfile.mkdtemp(), "note.txt")
+        >>> atomic_write(target, lambda f: f.write("hello"), text=True).read_text()
+        'hello'
+    """
+    target = Path(path)
     tmp = target.parent / f".{target.name}.{uuid.uuid4().hex}.tmp"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0) | getattr(os, "O_NOFOLLOW", 0)
+    created = False
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-        with os.fdopen(fd, "wb") as f:
-            torch.save(record, f)
-            f.flush()
-            os.fsync(f.fileno())
+        fd = os.open(tmp, flags, 0o666)
+        created = True
+        with os.fdopen(fd, "w" if text else "wb", **({"encoding": "utf-8"} if text else {})) as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
         os.replace(tmp, target)
     except BaseException as error:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(error, Exception):
-            raise CheckpointWriteError(
-                f"could not write checkpoint {target}: {error}; the previous file (if any) is intact"
-            ) from error
+        if created:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+        if isinstance(error, OSError):
+            raise OSError(error.errno, f"could not write {target}: {error.strerror or error}") from error
         raise
     _fsync_dir(target.parent)
     return target
+
+
+LOCK_NAME = ".probgen.lock"
+
+
+class RunLockedError(ValueError):
+    """Another live process holds the lock of a run folder."""
+
+
+class run_lock:
+    """An exclusive lock on a run folder, held while one process writes into it.
+
+    The lock is the file ``.probgen.lock`` in ``folder``, created with ``O_CREAT | O_EXCL`` and
+    holding the owner's pid and host name. A second writer finds it and is refused with
+    :class:`RunLockedError`; a lock left by a process that no longer exists (same host) is detected
+    and taken over. The file is removed on exit.
+
+    Example:
+        >>> import tempfile
+        >>> folder = tempfile.mkdtemp()
+        >>> with run_lock(folder):
+        ...     try:
+        ...         run_lock(folder).__enter__()
+        ...     except RunLockedError as error:
+        ...         print("refused")
+        refused
+    """
+
+    def __init__(self, folder: PathLike):
+        self.folder = Path(folder)
+        self.path = self.folder / LOCK_NAME
+        self._held = False
+
+    def __enter__(self) -> "run_lock":
+        import socket
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        me = f"{os.getpid()} {socket.gethostname()}\n"
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
+            except FileExistsError:
+                owner = self._owner()
+                if owner is not None:
+                    raise RunLockedError(
+                        f"{self.folder} is being written by another probgen process (pid {owner}; lock file "
+                        f"{self.path}); wait for it to finish, or use another --out"
+                    ) from None
+                try:  # a stale lock: its process is gone
+                    os.unlink(self.path)
+                except FileNotFoundError:
+                    pass
+                continue
+            with os.fdopen(fd, "w") as handle:
+                handle.write(me)
+            self._held = True
+            return self
+        raise RunLockedError(f"could not take the lock {self.path} (another process keeps taking it)")
+
+    def _owner(self) -> int | None:
+        """The pid of a live owner, or None for a stale (or unreadable, empty after a crash) lock."""
+        import socket
+
+        try:
+            text = self.path.read_text()
+        except FileNotFoundError:
+            return None
+        except OSError:
+            return -1
+        parts = text.split()
+        if not parts:
+            return None  # killed between create and write
+        try:
+            pid = int(parts[0])
+        except ValueError:
+            return None
+        if len(parts) > 1 and parts[1] != socket.gethostname():
+            return pid  # another machine's process: cannot tell, assume alive
+        if pid == os.getpid():
+            return pid
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            return pid
+        except OSError:
+            return None
+        return pid
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._held:
+            try:
+                os.unlink(self.path)
+            except OSError:
+                pass
+            self._held = False
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -270,6 +423,170 @@ def _fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+#: Limits on what a file may ask for, each raised by the environment variable of the same name
+#: (``PROBGEN_MAX_LAYERS=5000 probgen sample RUN``); see docs/reliability.md.
+LIMITS: dict[str, int] = {
+    "PROBGEN_MAX_LAYERS": 1000,  # layer/block counts in a config, and the length of any list of widths
+    "PROBGEN_MAX_WIDTH": 65536,  # any other integer in a config: widths, channels, time steps, buffer sizes
+    "PROBGEN_MAX_EVENT_SIZE": 1 << 24,  # elements in one event (event_shape, dim, n_visible)
+    "PROBGEN_MAX_OBJECTS": 1_000_000,  # containers and values in one checkpoint's plain data
+    "PROBGEN_MAX_BUILD_MB": 4096,  # memory a config may allocate while the model is built
+}
+
+
+def limit(name: str) -> int:
+    """The current value of :data:`LIMITS` ``[name]`` (its environment variable wins).
+
+    Example:
+        >>> limit("PROBGEN_MAX_LAYERS") >= 1
+        True
+    """
+    default = LIMITS[name]
+    text = os.environ.get(name)
+    if text is None or text.strip() == "":
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"environment variable {name}={text!r} is not an integer (default {default})") from None
+    if value < 1:
+        raise ValueError(f"environment variable {name}={text!r} must be >= 1 (default {default})")
+    return value
+
+
+def _scan_zip(target: Path) -> int:
+    """Refuse a torch zip file whose records could expand beyond the file: compressed records, or
+    records declaring more bytes than the file holds. Returns the file size."""
+    import zipfile
+
+    size = target.stat().st_size
+    try:
+        with zipfile.ZipFile(target) as archive:
+            infos = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as error:
+        raise CheckpointError(
+            f"refused to load {target}: it is truncated, corrupted or not a torch checkpoint (not a torch zip "
+            f"file: {error}; legacy and raw pickle files are never unpickled)"
+        ) from None
+    if len(infos) > limit("PROBGEN_MAX_OBJECTS"):
+        raise CheckpointError(f"{target} holds {len(infos):,} records (limit PROBGEN_MAX_OBJECTS)")
+    declared = 0
+    for info in infos:
+        if info.compress_type != zipfile.ZIP_STORED:
+            raise CheckpointError(
+                f"{target}: record {info.filename!r} is compressed; torch.save never compresses, so the file was "
+                "crafted or re-packed (refused: a compressed record can expand beyond the file)"
+            )
+        declared += info.file_size
+    if declared > size:
+        raise CheckpointError(
+            f"{target}: its records declare {declared:,} bytes but the file holds {size:,}; truncated or crafted"
+        )
+    return size
+
+
+def _check_tensor(t: Tensor, where: str, target: Path) -> int:
+    """Refuse tensors that are not plain dense CPU/GPU data; returns the bytes a contiguous copy needs."""
+    if t.is_meta or t.device.type == "meta":
+        raise CheckpointError(f"{target}: {where} is a meta tensor (no data); refused")
+    if t.is_quantized:
+        raise CheckpointError(f"{target}: {where} is a quantized tensor ({t.dtype}); refused")
+    if t.is_nested:
+        raise CheckpointError(f"{target}: {where} is a nested tensor; refused")
+    if t.layout != torch.strided:
+        raise CheckpointError(f"{target}: {where} is a {t.layout} tensor (sparse); only dense tensors are allowed")
+    need = t.numel() * t.element_size()
+    have = t.untyped_storage().nbytes()
+    if t.numel() and need > have:
+        raise CheckpointError(
+            f"{target}: {where} has shape {tuple(t.shape)} ({need:,} bytes) over a storage of {have:,} bytes "
+            f"(strides {tuple(t.stride())}: an expanded or overlapping tensor); refused"
+        )
+    return need
+
+
+def safe_torch_load(path: PathLike, *, map_location: Any = "cpu", what: str = "checkpoint") -> Any:
+    """``torch.load(path, weights_only=True)`` that a crafted file cannot turn into a denial of service.
+
+    Before anything is unpickled, the zip records are checked against the file's actual size
+    (compressed records are refused); torch then refuses storages whose declared size differs
+    from their record, so storages never exceed the file. After loading, every tensor is checked:
+    meta, quantized, nested and sparse tensors are refused, and so are tensors whose shape needs
+    more bytes than their storage holds (stride-0 "expanded" or overlapping views, which would
+    materialise to any size when copied). The plain-data walk visits at most
+    ``PROBGEN_MAX_OBJECTS`` values, and all tensors together at most 4x the file size plus 1 MB.
+
+    Args:
+        path: the file.
+        map_location: as in :func:`torch.load`.
+        what: how errors call the file.
+
+    Returns:
+        The loaded object.
+
+    Raises:
+        CheckpointError: a refused file (the message names the file and the problem).
+
+    Example:
+        >>> import tempfile, os, torch
+        >>> target = os.path.join(tempfile.mkdtemp(), "t.pt")
+        >>> torch.save(torch.ones(1).expand(10**6), target)
+        >>> safe_torch_load(target)
+        Traceback (most recent call last):
+        ...
+        probgen.checkpoint.CheckpointError: ... an expanded or overlapping tensor); refused
+    """
+    target = Path(path)
+    size = _scan_zip(target)
+    try:
+        obj = torch.load(target, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        text = str(error)
+        if "weights_only" in text.lower() or "weights only" in text.lower():
+            detail = next((line.strip() for line in text.splitlines() if "WeightsUnpickler error" in line),
+                          text.splitlines()[0] if text else type(error).__name__)
+            raise CheckpointError(
+                f"refused to load {target}: it holds objects other than tensors and plain Python data, which "
+                "could run code when unpickled, or it is corrupted; probgen never unpickles such objects "
+                f"({detail})"
+            ) from error
+        raise CheckpointError(f"{target} is corrupted or not a {what} ({error})") from error
+    except MemoryError:
+        raise CheckpointError(f"{target}: loading it needs more memory than this machine has; refused") from None
+    except Exception as error:  # torch raises RuntimeError/EOFError/ValueError/... on damaged zips
+        raise CheckpointError(
+            f"{target} is truncated, corrupted or not a torch checkpoint ({type(error).__name__}: "
+            f"{str(error).splitlines()[0] if str(error) else ''})"
+        ) from error
+    budget = 4 * size + (1 << 20)
+    total = 0
+    seen = 0
+    max_objects = limit("PROBGEN_MAX_OBJECTS")
+    stack: list[tuple[Any, str, int]] = [(obj, what, 0)]
+    while stack:
+        item, where, depth = stack.pop()
+        seen += 1
+        if seen > max_objects:
+            raise CheckpointError(
+                f"{target} holds more than {max_objects:,} values (limit PROBGEN_MAX_OBJECTS; raise it if the "
+                "file is yours)"
+            )
+        if depth > 100:
+            raise CheckpointError(f"{target}: {where} is nested more than 100 levels deep; refused")
+        if isinstance(item, Tensor):
+            total += _check_tensor(item, where, target)
+            if total > budget:
+                raise CheckpointError(
+                    f"{target}: its tensors add up to more than {budget:,} bytes for a file of {size:,} bytes "
+                    "(tensors sharing storage); refused"
+                )
+        elif isinstance(item, dict):
+            stack.extend((v, f"{where}[{k!r}]", depth + 1) for k, v in item.items())
+        elif isinstance(item, (list, tuple)):
+            stack.extend((v, f"{where}[{i}]", depth + 1) for i, v in enumerate(item))
+    return obj
 
 
 def read_checkpoint(path: PathLike, *, map_location: Any = "cpu") -> dict[str, Any]:
@@ -303,24 +620,7 @@ def read_checkpoint(path: PathLike, *, map_location: Any = "cpu") -> dict[str, A
     if not target.is_file():
         where = f"{target} (folder {target.parent} has no {CHECKPOINT_NAME})" if Path(path).is_dir() else f"{target}"
         raise FileNotFoundError(f"no checkpoint at {where}")
-    try:
-        record = torch.load(target, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as error:
-        text = str(error)
-        if "weights_only" in text.lower() or "weights only" in text.lower():
-            detail = next((line.strip() for line in text.splitlines() if "WeightsUnpickler error" in line),
-                          text.splitlines()[0] if text else type(error).__name__)
-            raise CheckpointError(
-                f"refused to load {target}: it holds objects other than tensors and plain Python data, which "
-                "could run code when unpickled, or it is corrupted; probgen never unpickles such objects "
-                f"({detail})"
-            ) from error
-        raise CheckpointError(f"{target} is corrupted or not a checkpoint ({error})") from error
-    except Exception as error:  # torch raises RuntimeError/EOFError/ValueError/... on damaged zips
-        raise CheckpointError(
-            f"{target} is truncated, corrupted or not a torch checkpoint ({type(error).__name__}: "
-            f"{str(error).splitlines()[0] if str(error) else ''})"
-        ) from error
+    record = safe_torch_load(target, map_location=map_location)
 
     if not isinstance(record, dict) or record.get("format") != FORMAT:
         raise CheckpointError(f"{target} is not a probgen checkpoint (no {FORMAT!r} format marker)")
@@ -496,6 +796,122 @@ def _load_weights(model: nn.Module, state_dict: Mapping[str, Tensor], target: Pa
         ) from error
 
 
+_LAYER_KEYS = ("layers", "blocks", "depth", "num_flows")
+_EVENT_KEYS = ("event_shape", "dim", "n_visible")
+
+
+def check_config(config: Mapping[str, Any], state_dict: Mapping[str, Tensor], where: str = "checkpoint") -> None:
+    """Refuse a config that asks for an absurd model before anything is built.
+
+    Every integer in ``config`` (nested dicts and lists included; seeds excepted) is held to a
+    limit of :data:`LIMITS`: layer and block counts (keys containing ``layers``, ``blocks``,
+    ``depth``, ``num_flows``) and the length of any list to ``PROBGEN_MAX_LAYERS``; the event size
+    (``event_shape``, ``dim``, ``n_visible``) to ``PROBGEN_MAX_EVENT_SIZE`` elements; every other
+    integer (widths, channels, time steps, buffer sizes) to ``PROBGEN_MAX_WIDTH``. The stored
+    weights must be finite-sized: the model later built from the config must carry exactly them.
+
+    Raises:
+        CheckpointError: naming the config entry, its value, the limit and the variable raising it.
+
+    Example:
+        >>> check_config({"dim": 2, "num_layers": 10**6}, {})
+        Traceback (most recent call last):
+        ...
+        probgen.checkpoint.CheckpointError: checkpoint: config['num_layers'] = 1000000 is above the limit ...
+    """
+    layers, width, event = limit("PROBGEN_MAX_LAYERS"), limit("PROBGEN_MAX_WIDTH"), limit("PROBGEN_MAX_EVENT_SIZE")
+
+    def refuse(path: str, value: Any, cap: int, name: str, what: str) -> None:
+        raise CheckpointError(
+            f"{where}: config{path} = {value!r} is above the limit of {cap:,} {what}; refused before building the "
+            f"model (if the file is yours and the size is intended, raise the limit with {name}=N)"
+        )
+
+    def walk(obj: Any, path: str, key: str) -> None:
+        low = key.lower()
+        if "seed" in low:
+            return
+        if isinstance(obj, bool) or obj is None or isinstance(obj, (float, str)):
+            return
+        if isinstance(obj, int):
+            if any(k in low for k in _LAYER_KEYS):
+                if obj > layers:
+                    refuse(path, obj, layers, "PROBGEN_MAX_LAYERS", "layers")
+            elif low in _EVENT_KEYS:
+                if obj > event:
+                    refuse(path, obj, event, "PROBGEN_MAX_EVENT_SIZE", "elements per event")
+            elif obj > width:
+                refuse(path, obj, width, "PROBGEN_MAX_WIDTH", "(widths and other sizes)")
+            return
+        if isinstance(obj, dict):
+            for k, v in obj.items():
+                walk(v, f"{path}[{k!r}]", str(k))
+            return
+        if isinstance(obj, (list, tuple)):
+            if len(obj) > layers:
+                refuse(path, f"<list of {len(obj):,} entries>", layers, "PROBGEN_MAX_LAYERS", "entries (layers)")
+            if low == "event_shape" and all(isinstance(v, int) and not isinstance(v, bool) for v in obj):
+                numel = 1
+                for v in obj:
+                    numel *= max(int(v), 0)
+                    if numel > event:
+                        refuse(path, list(obj), event, "PROBGEN_MAX_EVENT_SIZE", "elements per event")
+                return
+            for i, v in enumerate(obj):
+                walk(v, f"{path}[{i}]", key)
+
+    if not isinstance(config, Mapping):
+        raise CheckpointError(f"{where} is malformed: config is a {type(config).__name__}, not a dict")
+    walk(dict(config), "", "")
+
+
+def _build_within_budget(cls: type, config: Mapping[str, Any], stored_bytes: int, target: Path) -> Any:
+    """``cls(**config)``, refusing (before the allocation) a build that allocates far more than the
+    weights the file carries: ``8 x`` their size plus 256 MB, at most ``PROBGEN_MAX_BUILD_MB``."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    budget = min(8 * stored_bytes + (256 << 20), limit("PROBGEN_MAX_BUILD_MB") << 20)
+
+    class _Budget(TorchDispatchMode):
+        used = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            size = None
+            if args and isinstance(args[0], (list, tuple)) and all(isinstance(v, int) for v in args[0]):
+                size = args[0]
+            elif len(args) > 1 and isinstance(args[0], Tensor) and isinstance(args[1], (list, tuple)) \
+                    and func.overloadpacket.__name__.startswith(("new_", "repeat")):
+                size = list(args[1]) + (list(args[0].shape) if "repeat" in func.overloadpacket.__name__ else [])
+            elif args and isinstance(args[0], int) and func.overloadpacket.__name__ in ("randperm", "arange"):
+                size = [args[0]]
+            if size is not None:
+                numel = 1
+                for v in size:
+                    numel *= max(int(v), 0)
+                self.used += numel * 8
+                if self.used > budget:
+                    raise CheckpointError(
+                        f"checkpoint {target}: its config builds a model needing more than {budget >> 20:,} MB "
+                        f"while the file carries {stored_bytes:,} bytes of tensors; refused before allocating "
+                        "(raise PROBGEN_MAX_BUILD_MB if the file is yours)"
+                    )
+            return func(*args, **kwargs)
+
+    with _Budget():
+        return cls(**config)
+
+
+def _check_weights(built: nn.Module, state_dict: Mapping[str, Any], target: Path) -> None:
+    """Parameters must be finite: the digest detects corruption, not edits (names, shapes and so the
+    parameter count are held to the stored tensors by ``load_state_dict(strict=True)``)."""
+    params = dict(built.named_parameters())
+    for name, value in state_dict.items():
+        if name in params and isinstance(value, Tensor) and value.is_floating_point() \
+                and not bool(torch.isfinite(value).all()):
+            raise CheckpointError(f"checkpoint {target}: parameter {name!r} holds NaN or infinite values; refused")
+
+
 def load(
     path: PathLike,
     *,
@@ -571,9 +987,13 @@ def load(
         )
     if not isinstance(config, dict):
         raise CheckpointError(f"checkpoint {target} is malformed: config is a {type(config).__name__}, not a dict")
+    check_config(config, record["state_dict"], where=f"checkpoint {target}")
     cls = resolve_family(family, families)
+    stored_bytes = sum(v.numel() * v.element_size() for v in record["state_dict"].values() if isinstance(v, Tensor))
     try:
-        built = cls(**config)
+        built = _build_within_budget(cls, config, stored_bytes, target)
+    except CheckpointError:
+        raise
     except (TypeError, ValueError) as error:
         raise CheckpointError(
             f"checkpoint {target}: the saved config no longer builds a {cls.__name__} ({error}); config: {config}"
@@ -581,6 +1001,7 @@ def load(
     if not isinstance(built, nn.Module):
         raise CheckpointError(f"family {family!r} built a {type(built).__name__}, not a torch.nn.Module")
     _load_weights(built, record["state_dict"], target)
+    _check_weights(built, record["state_dict"], target)
     if isinstance(map_location, (str, torch.device)):
         built = built.to(torch.device(map_location))
     return built.eval()

@@ -19,6 +19,7 @@ lives in the recipes (:mod:`probgen.registry`); this module only parses argument
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -80,6 +81,17 @@ def _profile_help() -> str:
     return settings_table(markdown=False)
 
 
+def _seed(text: str) -> int:
+    """A seed: an integer in [0, 2**32) (NumPy's and the data shuffles' range)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer in [0, 2**32), got {text!r}") from None
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"expected an integer in [0, 2**32), got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     from probgen import registry
 
@@ -100,10 +112,14 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--objective", default=None, help="training objective, for families that have several")
     fit.add_argument("--out", default=None, help="output folder (default: runs/<family>-<data>)")
     fit.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    fit.add_argument("--seed", type=_nonnegative_int, default=0)
+    fit.add_argument("--seed", type=_seed, default=0)
     fit.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
-    fit.add_argument("--force", action="store_true", help="overwrite an existing checkpoint in --out")
-    fit.add_argument("--num-samples", type=_positive_int, default=2000, help="samples drawn for the plot")
+    fit.add_argument("--force", action="store_true",
+                     help="replace the run in --out; the old run is kept until the new one is complete")
+    fit.add_argument("--eval", default="quick", choices=("none", "quick", "full"),
+                     help="evaluation after training: none, quick (a test subset sized to finish in about "
+                          f"{_QUICK_EVAL_SECONDS:.0f} s, with its standard error; the default) or full")
+    fit.add_argument("--num-samples", type=_positive_int, default=2000, help="samples drawn for the plot (at most 64 for images: the grid shows 64)")
     fit.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     fit.add_argument("--threads", type=_positive_int, default=None,
                      help="CPU threads for torch (default: 1 for low-dimensional data, where more threads only "
@@ -114,11 +130,14 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("-n", "--num-samples", type=_positive_int, default=1000)
     sample.add_argument("--method", default=None, help="sampler, for families that have several")
     sample.add_argument("--steps", type=_positive_int, default=None, help="sampler steps")
-    sample.add_argument("--out", default=None, help="output .pt (tensor) or .npy file; a PNG is written beside it")
+    sample.add_argument("--out", default=None,
+                        help="output .pt (tensor) or .npy file (default: DIR/samples.pt); its figure is FILE.png")
+    sample.add_argument("--force", action="store_true", help="overwrite an existing --out file (never a checkpoint)")
+    sample.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     sample.add_argument("--batch-size", type=_positive_int, default=1000,
                         help="draw at most this many samples at a time (bounds memory)")
     sample.add_argument("--device", default="cpu")
-    sample.add_argument("--seed", type=_nonnegative_int, default=0)
+    sample.add_argument("--seed", type=_seed, default=0)
 
     nll = sub.add_parser("nll", help="negative log-likelihood of a trained model on a data set's test split")
     nll.add_argument("dir", metavar="DIR")
@@ -128,7 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     nll.add_argument("--bound", default=None, help="elbo or ode (families with both)")
     nll.add_argument("-n", "--num-points", type=_positive_int, default=None, help="evaluate on the first N test points")
     nll.add_argument("--device", default="cpu")
-    nll.add_argument("--seed", type=_nonnegative_int, default=0)
+    nll.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    nll.add_argument("--seed", type=_seed, default=0)
 
     evaluate = sub.add_parser("evaluate", help="every metric that applies to a trained model, as a table and JSON")
     evaluate.add_argument("dir", metavar="DIR", help="a folder written by `probgen fit` (or a checkpoint file)")
@@ -137,8 +157,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("-n", "--num-samples", type=_positive_int, default=2000, help="model draws for sample metrics")
     evaluate.add_argument("--no-likelihood", action="store_true", help="skip likelihood metrics (AIS can be slow)")
     evaluate.add_argument("--out", default=None, help="JSON file (default: DIR/evaluation.json)")
+    evaluate.add_argument("--force", action="store_true", help="overwrite an existing --out file")
+    evaluate.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     evaluate.add_argument("--device", default="cpu")
-    evaluate.add_argument("--seed", type=_nonnegative_int, default=0)
+    evaluate.add_argument("--seed", type=_seed, default=0)
 
     compare = sub.add_parser("compare", help="evaluate several trained models side by side, with one figure")
     compare.add_argument("dirs", metavar="DIR", nargs="+", help="folders written by `probgen fit`")
@@ -146,9 +168,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_dir(compare)
     compare.add_argument("-n", "--num-samples", type=_positive_int, default=2000)
     compare.add_argument("--no-likelihood", action="store_true")
-    compare.add_argument("--out", default="comparison.png", help="the figure (default: comparison.png)")
+    compare.add_argument("--out", default=_DEFAULT_COMPARISON, help="the figure (default: comparison.png)")
+    compare.add_argument("--force", action="store_true", help="overwrite an existing --out file")
+    compare.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     compare.add_argument("--device", default="cpu")
-    compare.add_argument("--seed", type=_nonnegative_int, default=0)
+    compare.add_argument("--seed", type=_seed, default=0)
 
     mcmc = sub.add_parser("mcmc", help="sample a potential with batched MALA/ULA/HMC or Pyro NUTS; ArviZ summary")
     mcmc.add_argument("--potential", required=True,
@@ -162,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     mcmc.add_argument("--step-size", type=_positive_float, default=None, help="initial (ULA: fixed) step size")
     mcmc.add_argument("--out", default=None, help="output folder (default: runs/mcmc-<potential>-<kernel>)")
     mcmc.add_argument("--device", default="cpu")
-    mcmc.add_argument("--seed", type=_nonnegative_int, default=0)
+    mcmc.add_argument("--seed", type=_seed, default=0)
 
     data = sub.add_parser("data", help="built-in data sets")
     data_sub = data.add_subparsers(dest="data_command", metavar="ACTION", parser_class=_Parser)
@@ -224,33 +248,74 @@ def _check_out_dir(flag: str, out: Path) -> None:
             return
 
 
-#: the files the command line writes into a run folder (each through a temporary ``.<name>.tmp-*`` file)
-_RUN_OUTPUTS = ("samples.png", "summary.json", "samples.pt")
+#: the files the command line writes into a run folder (each through a temporary ``.<name>.<hex>.tmp`` file)
+_RUN_OUTPUTS = ("samples.png", "summary.json", "samples.pt", "samples.pt.png", "evaluation.json")
+
+_DEFAULT_COMPARISON = "comparison.png"
+
+#: seconds the default (``--eval quick``) evaluation after ``probgen fit`` aims at
+_QUICK_EVAL_SECONDS = 45.0
+
+#: test points of the two probes that measure an evaluation's cost
+_PROBES = (8, 32)
+
+#: the largest sample set ``probgen sample`` holds (MB of float32); raise with PROBGEN_MAX_SAMPLE_MB
+_MAX_SAMPLE_MB = 4096
 
 
 def _remove_stale_outputs(out: Path) -> None:
-    """Remove the temporary files a killed earlier run left in ``out`` (``.samples.png.tmp-*``, ...).
+    """Remove the temporary files and staging folders a killed earlier run left in ``out``.
 
     They are never read (readers open the final names only); the checkpoint's own leftovers are
-    removed by :func:`probgen.fit`. A folder is only reused with ``--resume`` or ``--force``, so no
-    other writer can own them.
+    removed by :func:`probgen.fit`. The caller holds the run folder's lock, so no other writer owns them.
     """
-    for name in _RUN_OUTPUTS:
-        for path in out.glob(f".{name}.tmp-*"):
+    import shutil
+
+    for name in _RUN_OUTPUTS:  # the current pattern, and the .<name>.tmp-* files of earlier versions
+        for path in [*out.glob(f".{name}.*.tmp"), *out.glob(f".{name}.tmp-*")]:
             try:
                 path.unlink()
             except OSError:
                 pass
+    for path in out.glob(".force-*"):
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    from probgen.checkpoint import atomic_write
+
+    atomic_write(path, lambda handle: handle.write(text), text=True)
+
+
+def _is_checkpoint(path: Path) -> bool:
+    """Whether ``path`` is a probgen checkpoint (by name, or a torch zip whose pickle carries the marker)."""
+    import zipfile
+
+    if path.name == "checkpoint.pt":
+        return True
     try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                if info.filename.endswith("data.pkl") and info.file_size < (64 << 20):
+                    return b"probgen-checkpoint" in archive.read(info)
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return False
+    return False
+
+
+def _check_out_file(flag: str, path: Path, *, suffixes: tuple[str, ...], force: bool) -> None:
+    """Refuse an output file before any work: wrong suffix, a folder, a checkpoint (never replaced by
+    `sample`/`evaluate`/`compare`), an existing file without ``--force``, or a folder that cannot be written."""
+    if path.suffix not in suffixes:
+        raise UsageError(f"{flag} {str(path)!r}: expected a {' or '.join(suffixes)} file name")
+    if path.is_symlink() or path.exists():
+        if path.is_dir():
+            raise UsageError(f"{flag} {str(path)!r} is a folder; name a file")
+        if path.exists() and _is_checkpoint(path):
+            raise UsageError(f"{flag} {str(path)!r} is a probgen checkpoint; refusing to write over it (name another file)")
+        if not force:
+            raise UsageError(f"{flag} {str(path)!r} already exists; pass --force to overwrite it or name another file")
+    _check_out_dir(flag, path.parent)
 
 
 def _json_default(obj: Any) -> Any:
@@ -288,6 +353,9 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     recipe = registry.recipe(args.family)
     recipe.check_options(args.kind, args.objective)  # the options and the data are checked once, here
     device = _check_device(args.device)
+    if args.resume and args.force:
+        raise UsageError("--resume and --force contradict each other: --resume continues the run in --out, --force "
+                         "replaces it; pass one of them")
     out = Path(args.out or f"runs/{args.family}-{Path(args.data).stem}")
     _check_out_dir("--out", out)
     ckpt = out / "checkpoint.pt"
@@ -298,8 +366,11 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 
     dataset = load_data(args.data, seed=args.seed, data_dir=args.data_dir)
     recipe.check_dataset(dataset)
+    _check_fit_data(dataset, recipe)
     print(recipe.profile_line(dataset), flush=True)
     _pick_threads(args.threads, dataset)
+    final_ckpt = ckpt
+    ckpt = _lock_run(args, out, ckpt)
     torch.manual_seed(args.seed)
     model = recipe.build(dataset, kind=args.kind, objective=args.objective)
     if args.resume:
@@ -313,10 +384,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         + _transform_note(dataset, options),
         flush=True,
     )
-    if args.force and ckpt.exists():
-        ckpt.unlink()
-    out.mkdir(parents=True, exist_ok=True)
-    _remove_stale_outputs(out)
+    ckpt.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     history = probgen.fit(
         model,
@@ -332,13 +400,14 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 
     model.eval()
     torch.manual_seed(args.seed + 1)
-    report = recipe.evaluate(model, dataset)
+    report, how = _post_fit_evaluation(recipe, model, dataset, args.eval, progress=not args.no_progress)
     rows = [(name, _fmt(v.get("value"), v.get("stderr"), v.get("unit", "nats"))) for name, v in report.items()]
-    print(f"trained in {train_seconds:.1f} s; evaluation on the test split:")
-    _print_table(rows)
+    print(f"trained in {train_seconds:.1f} s; {how}" + (":" if rows else ""))
+    if rows:
+        _print_table(rows)
 
-    samples = recipe.sample(model, args.num_samples)
-    png = out / "samples.png"
+    samples = recipe.sample(model, _figure_samples(args.num_samples, dataset))
+    png = ckpt.parent / "samples.png"
     recipe.plot(samples, dataset, path=str(png))
     summary = {
         "family": args.family,
@@ -349,10 +418,15 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         "fit": {k: v for k, v in options.items() if k != "batch_transform"},
         "train_seconds": round(train_seconds, 3),
         "final_loss": history.losses[-1] if history.losses else None,
+        "evaluation": how,
         "metrics": report,
         "versions": {"probgen": probgen.__version__, "torch": torch.__version__},
     }
-    _atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, default=_json_default) + "\n")
+    _atomic_write_text(ckpt.parent / "summary.json", json.dumps(summary, indent=2, default=_json_default) + "\n")
+    if ckpt != final_ckpt:  # --force: the new run is complete; it replaces the old one now
+        for name in ("summary.json", "samples.png", "checkpoint.pt"):
+            os.replace(ckpt.parent / name, out / name)
+        ckpt, png = final_ckpt, out / "samples.png"
     print(f"wrote {ckpt}, {png}, {out / 'summary.json'}")
     return 0
 
@@ -364,6 +438,108 @@ def _transform_note(dataset, options: dict) -> str:
     if options["batch_transform"] is getattr(dataset, "batch_transform", None):
         return " (a fresh binarization of every batch)"
     return " (uniform dequantization of the levels)"
+
+
+def _figure_samples(num_samples: int, dataset) -> int:
+    """Samples drawn for fit's figure: an image grid shows 64, so no more are drawn for images."""
+    return min(num_samples, 64) if len(dataset.event_shape) > 1 else num_samples
+
+
+def _check_fit_data(dataset, recipe) -> None:
+    """User files: enough rows for a test split, no constant column for a density model (before training)."""
+    from probgen.data.files import check_fit_data
+
+    check_fit_data(dataset, continuous=recipe.continuous)
+
+
+def _lock_run(args: argparse.Namespace, out: Path, ckpt: Path) -> Path:
+    """Take the run folder's lock (held until the command returns) and return where this run writes its
+    checkpoint: ``ckpt`` itself, or with ``--force`` over an existing run a staging folder inside ``out``
+    whose files replace the old run's only once the new run is complete (removed if the run fails)."""
+    import shutil
+    import uuid
+
+    from probgen.checkpoint import RunLockedError, run_lock
+
+    try:
+        args.exit_stack.enter_context(run_lock(out))
+    except RunLockedError as error:
+        raise UsageError(f"--out {str(out)!r}: {error}") from None
+    _remove_stale_outputs(out)
+    if args.force and ckpt.exists():
+        staging = out / f".force-{uuid.uuid4().hex[:12]}"
+        args.exit_stack.callback(shutil.rmtree, staging, True)
+        return staging / "checkpoint.pt"
+    return ckpt
+
+
+def _eval_points(recipe, dataset) -> int:
+    """Test points the recipe scores by default (its full evaluation)."""
+    n = len(dataset.test)
+    per_kind = getattr(recipe, "eval_points", None)  # DDPM: (ELBO points, ODE points) per data kind
+    if isinstance(per_kind, dict):
+        return min(n, max(per_kind.get(dataset.kind, per_kind.get("default", (n,)))))
+    return min(n, recipe.max_eval_points or n)
+
+
+def _measure_cost(recipe, model, dataset, options: dict) -> tuple[float, float]:
+    """Seconds of ``recipe.evaluate`` as ``fixed + per_point * n``, measured on probes of 8 and 32 test points
+    (a fixed part such as an AIS estimate of log Z is told apart from the per-point solves; a probe that
+    fails, e.g. too few points for a metric, raises and the caller goes without an estimate). The global RNG
+    is restored afterwards, so the probes change nothing that follows."""
+    import torch
+
+    state = torch.get_rng_state()
+    costs = []
+    try:
+        for probe in _PROBES:
+            start = time.perf_counter()
+            recipe.evaluate(model, dataset, **{**options, "num_points": probe})
+            costs.append(time.perf_counter() - start)
+    finally:
+        torch.set_rng_state(state)
+    small, large = _PROBES
+    per_point = max((costs[1] - costs[0]) / (large - small), costs[1] / large * 0.05, 1e-9)
+    return max(costs[0] - small * per_point, 0.0), per_point
+
+
+def _post_fit_evaluation(recipe, model, dataset, mode: str, *, progress: bool):
+    """The evaluation after ``fit``: ``none``; ``full`` (the recipe's default test points); or ``quick``: the
+    cost is measured on probes (:func:`_measure_cost`), and the evaluation is cut to the first test points
+    that fit in ``_QUICK_EVAL_SECONDS`` (the full evaluation when it fits). Returns the table and a sentence
+    saying which evaluation ran and how long it took."""
+    from probgen import _progress
+
+    if mode == "none":
+        return {}, "evaluation skipped (--eval none; run `probgen nll` or `probgen evaluate` later)"
+    full = _eval_points(recipe, dataset)
+    n = None
+    estimate = None
+    start = time.perf_counter()
+    if full > _PROBES[1] and (mode == "quick" or progress):
+        try:
+            fixed, per_point = _measure_cost(recipe, model, dataset, {})
+        except (ValueError, RuntimeError):
+            fixed = per_point = None
+        if per_point is not None:
+            estimate = fixed + per_point * full
+            if mode == "quick" and estimate > _QUICK_EVAL_SECONDS:
+                fit_points = max((_QUICK_EVAL_SECONDS - fixed) / per_point, _PROBES[1])
+                n = min(full, max(_PROBES[1], 2 ** int(math.log2(fit_points))))
+                estimate = fixed + per_point * n
+    points = full if n is None else n
+    with _progress.timed(f"evaluating on {points} test points", estimate or 0.1,
+                         enabled=progress and estimate is not None):
+        report = recipe.evaluate(model, dataset, num_points=n)
+    seconds = time.perf_counter() - start
+    if n is None or n >= full:
+        what = (f"evaluation ({mode}) in {seconds:.1f} s: {full} test points"
+                + (" (all)" if full == len(dataset.test) else ""))
+    else:
+        what = (f"evaluation (quick) in {seconds:.1f} s: the first {n} of {full} test points, sized from the measured "
+                f"cost of one solve to about {_QUICK_EVAL_SECONDS:.0f} s; values are mean ± standard error "
+                "(--eval full for all)")
+    return report, what
 
 
 def _resumed_model(ckpt: Path, built, kind: str | None):
@@ -389,41 +565,63 @@ def _load_model(path: str, device: str):
     return load(path, map_location=device)
 
 
+def _sample_chunks(num_samples: int, batch_size: int) -> list[int]:
+    """Chunks of at most ``batch_size`` (and about a tenth of the draw, at least 100, so that the bar moves)."""
+    from probgen.ops import chunk_sizes
+
+    return chunk_sizes(num_samples, min(batch_size, max(100, math.ceil(num_samples / 10))))
+
+
+def _check_sample_size(model, num_samples: int) -> None:
+    """Refuse a draw that cannot be held in memory (PROBGEN_MAX_SAMPLE_MB, default 4096), before drawing."""
+    shape = tuple(getattr(model, "event_shape", None) or (getattr(model, "dim", None) or 1,))
+    numel = 1
+    for s in shape:
+        numel *= int(s)
+    limit_mb = int(os.environ.get("PROBGEN_MAX_SAMPLE_MB") or _MAX_SAMPLE_MB)
+    need_mb = num_samples * numel * 4 / 2**20
+    if need_mb > limit_mb:
+        raise UsageError(
+            f"-n {num_samples}: {num_samples:,} samples of shape {shape} need {need_mb:,.0f} MB, above the limit of "
+            f"{limit_mb:,} MB; draw fewer (several files) or raise PROBGEN_MAX_SAMPLE_MB"
+        )
+
+
 def _cmd_sample(args: argparse.Namespace) -> int:
     import torch
 
-    from probgen import recipes
+    from probgen import _progress, recipes
+    from probgen.checkpoint import atomic_write
 
     device = _check_device(args.device)
+    if not Path(args.dir).exists():
+        raise UsageError(f"DIR {args.dir!r} does not exist")
+    base = Path(args.out) if args.out else Path(args.dir if Path(args.dir).is_dir() else Path(args.dir).parent) / "samples.pt"
+    png = base.with_name(base.name + ".png")  # its own figure: never the samples.png that `fit` wrote
+    own = args.force or args.out is None  # the default output is this command's own file: replaced
+    _check_out_file("--out", base, suffixes=(".pt", ".npy"), force=own)
+    if png.exists() and not own:
+        raise UsageError(f"--out {str(base)!r}: its figure {str(png)!r} already exists; pass --force to overwrite it")
     model = _load_model(args.dir, device)
     recipe = recipes.for_model(model)
     opts = recipe.sample_options(method=args.method, steps=args.steps)
+    _check_sample_size(model, args.num_samples)
     torch.manual_seed(args.seed)
     model.eval()
     start = time.perf_counter()
-    from probgen.ops import chunk_sizes
-
-    samples = torch.cat([recipe.sample(model, n, **opts).detach().cpu()
-                         for n in chunk_sizes(args.num_samples, args.batch_size)])
+    chunks = []
+    with _progress.bar(args.num_samples, "sampling", enabled=not args.no_progress, unit="sample") as bar:
+        for n in _sample_chunks(args.num_samples, args.batch_size):
+            chunks.append(recipe.sample(model, n, **opts).detach().cpu())
+            bar.update(n)
+    samples = torch.cat(chunks)
     seconds = time.perf_counter() - start
-    base = Path(args.out) if args.out else Path(args.dir if Path(args.dir).is_dir() else Path(args.dir).parent) / "samples.pt"
-    if base.suffix not in (".pt", ".npy"):
-        raise UsageError(f"--out {str(base)!r}: expected a .pt or .npy file name")
-    base.parent.mkdir(parents=True, exist_ok=True)
-    tmp = base.with_name(f".{base.name}.tmp-{os.getpid()}")
-    try:
-        if base.suffix == ".pt":
-            torch.save(samples.detach().cpu(), tmp)
-        else:
-            import numpy as np
+    if base.suffix == ".pt":
+        atomic_write(base, lambda handle: torch.save(samples, handle))
+    else:
+        import numpy as np
 
-            with open(tmp, "wb") as fh:
-                np.save(fh, samples.detach().cpu().numpy())
-        os.replace(tmp, base)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    png = base.with_suffix(".png")
+        atomic_write(base, lambda handle: np.save(handle, samples.numpy()))
     recipe.plot(samples, None, path=str(png))
     how = ", ".join(f"{k}={v}" for k, v in opts.items()) or "default sampler"
     print(f"drew {len(samples):,} samples ({how}) in {seconds:.2f} s; wrote {base} and {png}")
@@ -443,10 +641,28 @@ def _cmd_nll(args: argparse.Namespace) -> int:
     recipe.check_data(model, dataset)
     torch.manual_seed(args.seed)
     model.eval()
-    report = recipe.evaluate(model, dataset, trace=args.trace, bound=args.bound, num_points=args.num_points)
+    report = _evaluate_with_progress(recipe, model, dataset, progress=not args.no_progress, trace=args.trace,
+                                     bound=args.bound, num_points=args.num_points)
     print(f"{recipe.describe(model)} on {dataset.name} (test split):")
     _print_table([(name, _fmt(v.get("value"), v.get("stderr"), v.get("unit", "nats"))) for name, v in report.items()])
     return 0
+
+
+def _evaluate_with_progress(recipe, model, dataset, *, progress: bool, **options) -> dict[str, dict]:
+    """``recipe.evaluate`` under a bar whose ETA comes from measured probes (:func:`_measure_cost`)."""
+    from probgen import _progress
+
+    full = _eval_points(recipe, dataset) if options.get("num_points") is None else \
+        min(options["num_points"], len(dataset.test))
+    estimate = None
+    if progress and full > _PROBES[1]:
+        try:
+            fixed, per_point = _measure_cost(recipe, model, dataset, options)
+            estimate = fixed + per_point * full
+        except (ValueError, RuntimeError):
+            pass
+    with _progress.timed("evaluating", estimate or 0.1, enabled=progress and estimate is not None):
+        return recipe.evaluate(model, dataset, **options)
 
 
 def _metric_rows(table: dict[str, dict]) -> list[tuple[str, str]]:
@@ -466,16 +682,18 @@ def _evaluate_dir(path: str, args: argparse.Namespace, dataset, device: str):
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from probgen import recipes
+    from probgen import _progress, recipes
     from probgen.data import load as load_data
 
     device = _check_device(args.device)
-    dataset = load_data(args.data, seed=args.seed, data_dir=args.data_dir)
+    if not Path(args.dir).exists():
+        raise UsageError(f"DIR {args.dir!r} does not exist")
     out = Path(args.out) if args.out else (Path(args.dir) if Path(args.dir).is_dir() else Path(args.dir).parent) / "evaluation.json"
-    if out.suffix != ".json":
-        raise UsageError(f"--out {str(out)!r}: expected a .json file name")
-    _check_out_dir("--out", out.parent)
-    model, table = _evaluate_dir(args.dir, args, dataset, device)
+    _check_out_file("--out", out, suffixes=(".json",), force=args.force or args.out is None)
+    dataset = load_data(args.data, seed=args.seed, data_dir=args.data_dir)
+    with _progress.bar(1, f"evaluating {args.dir}", enabled=not args.no_progress, unit="run") as bar:
+        model, table = _evaluate_dir(args.dir, args, dataset, device)
+        bar.update(1)
     print(f"{recipes.for_model(model).describe(model)} on {dataset.name} (test split, {args.num_samples} samples):")
     _print_table(_metric_rows(table))
     payload = {"dir": str(args.dir), "data": dataset.name, "num_samples": args.num_samples, "seed": args.seed,
@@ -488,14 +706,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _cmd_compare(args: argparse.Namespace) -> int:
     import torch
 
-    from probgen import recipes
+    from probgen import _progress, recipes
     from probgen.data import load as load_data
     from probgen.evaluation import compare_figure
 
     device = _check_device(args.device)
-    if Path(args.out).suffix != ".png":
-        raise UsageError(f"--out {args.out!r}: expected a .png file name")
-    _check_out_dir("--out", Path(args.out).parent)
+    _check_out_file("--out", Path(args.out), suffixes=(".png",),
+                    force=args.force or args.out == _DEFAULT_COMPARISON)
     for d in args.dirs:
         if not Path(d).exists():
             raise UsageError(f"DIR {d!r} does not exist")
@@ -503,17 +720,20 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     names: list[str] = []
     tables: dict[str, dict] = {}
     samples: dict[str, torch.Tensor] = {}
-    for d in args.dirs:
-        name = Path(d).name or d
-        if name in tables:
-            name = d
-        model, table = _evaluate_dir(d, args, dataset, device)
-        torch.manual_seed(args.seed)
-        recipe = recipes.for_model(model)
-        draws = recipe.sample(model, min(args.num_samples, 2000)).detach().cpu()
-        samples[name] = draws.reshape(len(draws), *dataset.event_shape)
-        names.append(name)
-        tables[name] = table
+    with _progress.bar(len(args.dirs), "comparing", enabled=not args.no_progress, unit="run") as bar:
+        for d in args.dirs:
+            name = Path(d).name or d
+            if name in tables:
+                name = d
+            bar.set_postfix_str(name)
+            model, table = _evaluate_dir(d, args, dataset, device)
+            torch.manual_seed(args.seed)
+            recipe = recipes.for_model(model)
+            draws = recipe.sample(model, min(args.num_samples, 2000)).detach().cpu()
+            samples[name] = draws.reshape(len(draws), *dataset.event_shape)
+            names.append(name)
+            tables[name] = table
+            bar.update(1)
     metrics = list(dict.fromkeys(m for t in tables.values() for m in t))
     width = max(len(m) for m in metrics)
     col = max(24, *(len(n) + 2 for n in names))
@@ -687,7 +907,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
-        return _COMMANDS[args.command](args)
+        with contextlib.ExitStack() as args.exit_stack:  # locks and staging folders, released on any exit
+            return _COMMANDS[args.command](args)
     except SystemExit as exc:  # --help / --version
         return int(exc.code or 0)
     except KeyboardInterrupt as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 
@@ -287,3 +288,140 @@ def test_resume_continues_the_checkpoints_architecture(tmp_path, capsys):
     code, _, err = _run(capsys, "fit", "flow", "--data", "8gaussians", "--kind", "spline", "--steps", "4",
                         "--out", str(out), "--resume")
     assert code == 2 and "started with --kind 'realnvp', not 'spline'" in err
+
+
+# ------------------------------------------------------------------------- outputs never destroy a run
+
+
+def _small_run(path, capsys, *extra):
+    code, _, err = _run(capsys, "fit", "flow", "--data", "8gaussians", "--kind", "realnvp", "--steps", "3",
+                        "--out", str(path), "--no-progress", "--eval", "none", "--num-samples", "16", *extra)
+    assert code == 0, err
+    return {name: (path / name).read_bytes() for name in ("checkpoint.pt", "samples.png", "summary.json")}
+
+
+def test_a_failed_force_run_leaves_the_old_run_intact(tmp_path, capsys):
+    run = tmp_path / "run"
+    before = _small_run(run, capsys)
+    # diverges at once: the new run fails, and the old checkpoint, figure and summary are all still there
+    code, _, err = _run(capsys, "fit", "flow", "--data", "8gaussians", "--kind", "realnvp", "--steps", "5",
+                        "--lr", "1e9", "--out", str(run), "--force", "--no-progress", "--eval", "none")
+    assert code != 0
+    assert {name: (run / name).read_bytes() for name in before} == before
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoint.pt", "samples.png", "summary.json"]
+    # a forced run that completes replaces all three
+    after = _small_run(run, capsys, "--force", "--seed", "1")
+    assert all(after[name] != before[name] for name in before)
+
+
+def test_a_second_writer_is_refused_and_a_stale_lock_taken_over(tmp_path, capsys):
+    from probgen.checkpoint import LOCK_NAME, run_lock
+
+    run = tmp_path / "run"
+    with run_lock(run):  # a live writer (this process) holds the folder
+        code, _, err = _run(capsys, "fit", "flow", "--data", "8gaussians", "--steps", "2", "--out", str(run),
+                            "--no-progress")
+        assert code == 2 and "is being written by another probgen process" in err and len(err.splitlines()) == 1
+    assert not (run / "checkpoint.pt").exists()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    import socket
+
+    (run / LOCK_NAME).write_text(f"{int(dead.stdout)} {socket.gethostname()}\n")  # its owner has exited
+    _small_run(run, capsys)
+    assert not (run / LOCK_NAME).exists()
+
+
+def test_writers_do_not_follow_symlinks(tmp_path, capsys, monkeypatch):
+    import uuid
+
+    from probgen.checkpoint import atomic_write
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    # a symlink planted at the (guessed) temporary name makes the write fail instead of writing through it
+    token = uuid.UUID(int=7)
+    monkeypatch.setattr(uuid, "uuid4", lambda: token)
+    (tmp_path / f".out.json.{token.hex}.tmp").symlink_to(victim)
+    with pytest.raises(OSError, match="out.json"):
+        atomic_write(tmp_path / "out.json", lambda f: f.write(b"{}"))
+    assert victim.read_text() == "precious"
+    monkeypatch.undo()
+    # a symlink at the destination is replaced, not written through (with --force; without it, refused)
+    run = tmp_path / "run"
+    _small_run(run, capsys)
+    link = tmp_path / "s.npy"
+    link.symlink_to(victim)
+    code, _, err = _run(capsys, "sample", str(run), "-n", "5", "--out", str(link), "--no-progress")
+    assert code == 2 and "already exists" in err
+    code, _, err = _run(capsys, "sample", str(run), "-n", "5", "--out", str(link), "--force", "--no-progress")
+    assert code == 0, err
+    assert victim.read_text() == "precious" and not link.is_symlink()
+
+
+@pytest.mark.parametrize("argv, stage", [
+    (["sample", "{run}", "-n", "5", "--out", "{run}/summary.json"], "_load_model"),
+    (["sample", "{run}", "-n", "5", "--out", "{tmp}/taken.npy"], "_load_model"),
+    (["sample", "{run}", "-n", "5", "--out", "{run}/checkpoint.pt", "--force"], "_load_model"),
+    (["evaluate", "{run}", "--data", "8gaussians", "--out", "{run}/summary.json"], "_evaluate_dir"),
+    (["compare", "{run}", "--data", "8gaussians", "--out", "{run}/samples.png"], "_evaluate_dir"),
+])
+def test_a_bad_out_is_refused_before_any_work(tmp_path, capsys, monkeypatch, argv, stage):
+    from probgen import cli
+
+    run = tmp_path / "run"
+    before = _small_run(run, capsys)
+    (tmp_path / "taken.npy").write_bytes(b"mine")
+
+    def no_work(*a, **k):
+        raise AssertionError("work started before --out was checked")
+
+    monkeypatch.setattr(cli, stage, no_work)
+    code, _, err = _run(capsys, *[a.format(run=run, tmp=tmp_path) for a in argv])
+    assert code == 2 and "--out" in err and len(err.splitlines()) == 1, err
+    assert {name: (run / name).read_bytes() for name in before} == before
+    assert (tmp_path / "taken.npy").read_bytes() == b"mine"
+
+
+def test_sample_names_its_own_figure(tmp_path, capsys):
+    run = tmp_path / "run"
+    before = _small_run(run, capsys)
+    code, text, err = _run(capsys, "sample", str(run), "-n", "20", "--no-progress")
+    assert code == 0, err
+    assert (run / "samples.png").read_bytes() == before["samples.png"]
+    assert (run / "samples.pt.png").stat().st_size > 0
+
+
+# ------------------------------------------------------------------------------------------ progress
+
+
+def test_long_commands_show_a_progress_bar_on_stderr(tmp_path, capsys):
+    runs = {}
+    for family in ("score-sde", "ddpm"):
+        runs[family] = tmp_path / family
+        code, _, err = _run(capsys, "fit", family, "--data", "8gaussians", "--steps", "2", "--out",
+                            str(runs[family]), "--no-progress", "--eval", "none", "--num-samples", "16")
+        assert code == 0, err
+    code, _, err = _run(capsys, "sample", str(runs["score-sde"]), "-n", "200", "--method", "ode")
+    assert code == 0 and "sampling" in err and "200/200" in err, err
+    code, _, err = _run(capsys, "sample", str(runs["score-sde"]), "-n", "200", "--method", "ode", "--force",
+                        "--no-progress")
+    assert code == 0 and err == "", err
+    code, _, err = _run(capsys, "nll", str(runs["ddpm"]), "--data", "8gaussians", "--bound", "ode", "-n", "40")
+    assert code == 0 and "evaluating" in err and "ETA" in err, err
+    code, _, err = _run(capsys, "compare", str(runs["score-sde"]), str(runs["ddpm"]), "--data", "8gaussians",
+                        "-n", "50", "--no-likelihood", "--out", str(tmp_path / "c.png"))
+    assert code == 0 and "comparing" in err and "2/2" in err, err
+
+
+def test_an_unwritable_out_folder_is_refused_before_any_work(tmp_path, capsys, monkeypatch):
+    from probgen import cli
+
+    run = tmp_path / "run"
+    _small_run(run, capsys)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(cli.os, "access", lambda p, mode: False if str(p) == str(locked) else real_access(p, mode))
+    monkeypatch.setattr(cli, "_load_model", lambda *a, **k: pytest.fail("work started before --out was checked"))
+    code, _, err = _run(capsys, "sample", str(run), "-n", "5", "--out", str(locked / "s.npy"))
+    assert code == 2 and "--out" in err and "is not writable" in err, err

@@ -8,20 +8,53 @@ from __future__ import annotations
 
 import csv
 import os
-import pickle
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["FILE_EXTENSIONS", "load_file"]
+__all__ = ["FILE_EXTENSIONS", "MAX_ABS_VALUE", "MIN_ROWS", "load_file", "check_fit_data"]
 
 FILE_EXTENSIONS: tuple[str, ...] = (".npy", ".csv", ".pt")
 """File extensions accepted by :func:`load_file` (case-insensitive)."""
 
 
 _NPY_MAGIC = b"\x93NUMPY"
+
+MAX_ABS_VALUE = 1e15
+"""Largest ``|value|`` accepted in a data file: beyond it, float32 arithmetic such as ``x**2`` overflows."""
+
+MIN_ROWS = 20
+"""Fewest rows a data file needs for training: the 10 % test split then has at least 2 points."""
+
+
+def _check_npy_header(path: Path) -> None:
+    """Refuse a header that declares more data than the file holds, before anything is allocated."""
+    from numpy.lib import format as npy_format
+
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as handle:
+            version = npy_format.read_magic(handle)
+            if version == (1, 0):
+                shape, fortran, dtype = npy_format.read_array_header_1_0(handle)
+            else:
+                shape, fortran, dtype = npy_format.read_array_header_2_0(handle)
+            offset = handle.tell()
+    except (ValueError, OSError, EOFError, SyntaxError) as exc:
+        raise ValueError(f"{path}: not a readable .npy file (bad header: {exc})") from None
+    if dtype.hasobject:
+        return  # refused below, without unpickling
+    numel = 1
+    for dim in shape:
+        numel *= int(dim)
+    declared = numel * dtype.itemsize
+    if declared > size - offset:
+        raise ValueError(
+            f"{path}: the .npy header declares shape {tuple(shape)} ({declared:,} bytes of {dtype}) but the file "
+            f"holds {max(size - offset, 0):,} bytes of data; truncated or crafted"
+        )
 
 
 def _read_npy(path: Path) -> Tensor:
@@ -30,6 +63,7 @@ def _read_npy(path: Path) -> Tensor:
     if magic != _NPY_MAGIC:
         kind = "a .npz archive" if magic.startswith(b"PK") else "no NumPy header"
         raise ValueError(f"{path}: not a .npy file ({kind}); save one array with numpy.save")
+    _check_npy_header(path)
     try:
         array = np.load(path, allow_pickle=False)
     except ValueError as exc:
@@ -84,17 +118,23 @@ def _parse_row(row: list[str]) -> list[float] | None:
 
 
 def _read_pt(path: Path) -> Tensor:
+    from probgen.checkpoint import CheckpointError, safe_torch_load
+
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ValueError(
-            f"{path}: the .pt file holds objects that are not plain tensors; refusing to unpickle them "
-            f"(torch.load weights_only=True: {first})"
-        ) from None
-    except Exception as exc:  # noqa: BLE001  torch.load raises many types on corrupt files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ValueError(f"{path}: not a readable .pt file ({type(exc).__name__}: {first})") from None
+        obj = safe_torch_load(path, map_location="cpu", what="data file")
+    except CheckpointError as exc:
+        text = str(exc)
+        if "objects other than tensors" in text:
+            detail = text[text.rfind("(") + 1:].split(" was not an allowed global")[0].rstrip(")")
+            raise ValueError(
+                f"{path}: the .pt file holds objects that are not plain tensors; refusing to unpickle them "
+                f"(torch.load weights_only=True: {detail})"
+            ) from None
+        for prefix in (f"refused to load {path}: ", f"{path}: ", f"{path} "):
+            if text.startswith(prefix):
+                text = text[len(prefix):]
+                break
+        raise ValueError(f"{path}: not a readable .pt file: {text}") from None
     if not isinstance(obj, Tensor):
         raise ValueError(
             f"{path}: expected a tensor saved with torch.save(tensor, path), got a {type(obj).__name__}"
@@ -169,4 +209,51 @@ def load_file(path: str | os.PathLike) -> Tensor:
             f"{path}: {bad_values} NaN or infinite values (in float32) in {int((~finite).sum())} rows; "
             f"the first is data row {first_row} (0-based, header excluded)"
         )
+    big = data.abs().reshape(data.shape[0], -1).amax(-1) > MAX_ABS_VALUE
+    if bool(big.any()):
+        first_row = int(torch.nonzero(big)[0, 0])
+        raise ValueError(
+            f"{path}: values up to {float(data.abs().max()):.3g} (data row {first_row}); values beyond "
+            f"{MAX_ABS_VALUE:.0e} overflow float32 arithmetic (x**2 > 3.4e38): standardize the data first"
+        )
     return data
+
+
+def check_fit_data(dataset, *, continuous: bool = True) -> None:
+    """Refuse a user file that cannot be trained on, before anything is built (built-in sets pass).
+
+    * fewer than :data:`MIN_ROWS` rows (no test split worth the name);
+    * for continuous models, a column holding one value only (zero variance: a density model's
+      scale parameters diverge), named by its index.
+
+    Raises:
+        ValueError: naming the file and the problem.
+
+    Example:
+        >>> from probgen.data import DataSet
+        >>> x = torch.randn(30, 2); x[:, 1] = 3.0
+        >>> ds = DataSet("f.npy", x[:27], x[27:], (2,), None, None, None, (0.0, 3.0), None, None, "file")
+        >>> check_fit_data(ds)
+        Traceback (most recent call last):
+        ...
+        ValueError: f.npy: column 1 is constant (every value is 3); ...
+    """
+    if getattr(dataset, "kind", None) != "file":
+        return
+    rows = len(dataset.train) + len(dataset.test)
+    if rows < MIN_ROWS:
+        raise ValueError(
+            f"{dataset.name}: {rows} rows is too few to train on; need at least {MIN_ROWS} (the 10% test split "
+            "must hold 2 points or more)"
+        )
+    if not continuous:
+        return
+    flat = torch.cat([dataset.train, dataset.test]).reshape(rows, -1)
+    constant = (flat == flat[:1]).all(0)
+    if bool(constant.any()):
+        columns = torch.nonzero(constant).reshape(-1).tolist()
+        more = f" (and {len(columns) - 1} more)" if len(columns) > 1 else ""
+        raise ValueError(
+            f"{dataset.name}: column {columns[0]} is constant (every value is {float(flat[0, columns[0]]):g}){more}; "
+            "a density model cannot fit a zero-variance column: drop it (or add noise)"
+        )

@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 import os
 import sys
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -56,27 +55,17 @@ def _new_figure(ncols: int = 1, nrows: int = 1, *, size: float = 4.0) -> tuple[A
 
 
 def save_figure(fig: Any, path: str | os.PathLike) -> str:
-    """Write ``fig`` to ``path`` atomically (temporary file in the same folder, then ``os.replace``).
+    """Write ``fig`` to ``path`` atomically, through :func:`probgen.checkpoint.atomic_write` (a random
+    temporary name created with ``O_EXCL | O_NOFOLLOW`` in the same folder, then ``os.replace``).
 
     The format is taken from the suffix (``.png`` if there is none). Returns the path written.
     """
+    from probgen.checkpoint import atomic_write
+
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
     suffix = os.path.splitext(path)[1] or ".png"
-    # named after the target, so that a later run can recognise (and remove) what a killed writer left
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.tmp-", suffix=suffix, dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            fig.savefig(handle, format=suffix.lstrip("."), dpi=fig.dpi, bbox_inches="tight")
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    atomic_write(path, lambda handle: fig.savefig(handle, format=suffix.lstrip("."), dpi=fig.dpi,
+                                                  bbox_inches="tight"))
     return path
 
 
