@@ -475,11 +475,7 @@ def _lock_run(args: argparse.Namespace, out: Path, ckpt: Path) -> Path:
 
 def _eval_points(recipe, dataset) -> int:
     """Test points the recipe scores by default (its full evaluation)."""
-    n = len(dataset.test)
-    per_kind = getattr(recipe, "eval_points", None)  # DDPM: (ELBO points, ODE points) per data kind
-    if isinstance(per_kind, dict):
-        return min(n, max(per_kind.get(dataset.kind, per_kind.get("default", (n,)))))
-    return min(n, recipe.max_eval_points or n)
+    return min(len(dataset.test), recipe.default_eval_points(dataset) or len(dataset.test))
 
 
 def _measure_cost(recipe, model, dataset, options: dict) -> tuple[float, float]:
@@ -848,9 +844,9 @@ def _cmd_mcmc(args: argparse.Namespace) -> int:
         {f"x[{i}]": samples[:4, :, i].detach().cpu() for i in range(min(target.dim, 4))},
         sample_stats={k: v[:4] for k, v in stats.items()})
     diagnostics.plot_trace(shown, path=str(out / "trace.png"))
-    tmp = out / f".samples.pt.tmp-{os.getpid()}"
-    torch.save(samples.detach().cpu(), tmp)
-    os.replace(tmp, out / "samples.pt")
+    from probgen.checkpoint import atomic_write
+
+    atomic_write(out / "samples.pt", lambda handle: torch.save(samples.detach().cpu(), handle))
     print(f"wrote {out / 'summary.csv'}, {out / 'trace.png'}, {out / 'samples.pt'}")
     return 0
 

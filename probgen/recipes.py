@@ -180,6 +180,10 @@ class Recipe:
             lp = torch.cat([model.log_prob(chunk).detach() for chunk in x.split(1024)])
         return {"NLL": (lp, 0.0)}
 
+    def default_eval_points(self, dataset) -> int | None:
+        """Test points :meth:`evaluate` scores when not told (``None``: the whole test split)."""
+        return self.max_eval_points
+
     def _check_eval_options(self, trace, bound) -> None:
         if trace is not None:
             if not self.traces:

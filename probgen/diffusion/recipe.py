@@ -81,11 +81,17 @@ class DDPMRecipe(Recipe):
     def batch_transform(self, dataset):
         return None  # the ELBO's decoder models the levels themselves
 
+    def _eval_points(self, dataset) -> tuple[int, int]:
+        row = self.settings.get(self.profile(dataset).row, {})
+        return row.get("eval_points", self.settings["default"]["eval_points"])
+
+    def default_eval_points(self, dataset) -> int:
+        return max(self._eval_points(dataset))
+
     def evaluate(self, model, dataset, *, trace=None, bound=None, num_points=None) -> dict[str, dict]:
         self._check_eval_options(trace, bound)
         device = next(model.parameters()).device
-        row = self.settings.get(self.profile(dataset).row, {})
-        n_elbo, n_ode = row.get("eval_points", self.settings["default"]["eval_points"])
+        n_elbo, n_ode = self._eval_points(dataset)
         if num_points is not None:
             n_elbo = n_ode = num_points
         num_dims = dataset.test[0].numel()
