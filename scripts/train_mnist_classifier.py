@@ -4,7 +4,7 @@ Usage::
 
     python scripts/train_mnist_classifier.py --data-dir DIR [--epochs 3] [--seed 0] [--out probgen/metrics/weights]
 
-Trains :class:`probgen.metrics.mnist_classifier.MnistClassifier` on MNIST's 60,000 training images (read from
+Trains :class:`probgen.metrics.mnist_net.MnistClassifier` on MNIST's 60,000 training images (read from
 ``DIR`` by :func:`probgen.data.load`, scaled to ``[-1, 1]``) with light augmentation — a random shift of up to
 two pixels (background-padded) and Gaussian pixel noise of a random scale in ``[0, 0.2]`` — so the features
 stay stable on imperfect generated samples. Adam, cosine learning rate, cross-entropy, one thread, fixed seed.
@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 import probgen as pg
-from probgen.metrics.mnist_classifier import MnistClassifier
+from probgen.metrics.mnist_net import MnistClassifier
 
 MIN_ACCURACY = 0.98
 MAX_SHIFT = 2

@@ -18,9 +18,9 @@ See ``docs/data.md`` for the generators, densities, split and dequantization mat
 from __future__ import annotations
 
 from probgen.data.dataset import DATASET_NAMES, TOY2D_RANGE, DataSet, list_datasets, load
-from probgen.data.digits import DIGITS_NUM_LEVELS, DIGITS_SCALES, DIGITS_SPLIT_SIZES, DIGITS_SPLITS, digits
+from probgen.data.sklearn_digits import DIGITS_NUM_LEVELS, DIGITS_SCALES, DIGITS_SPLIT_SIZES, DIGITS_SPLITS, digits
 from probgen.data.quantize import bits_per_dim, dequantize, dequantize_scaled, dynamic_binarize, to_levels
-from probgen.data.fetch import DataFetchError, fetch
+from probgen.data.download import DataFetchError, fetch
 from probgen.data.files import FILE_EXTENSIONS, load_file
 from probgen.data.images import (
     DATA_DIR_ENV,
@@ -31,7 +31,7 @@ from probgen.data.images import (
     read_png_folder,
     resolve_data_dir,
 )
-from probgen.data.toy2d import (
+from probgen.data.toy_sets import (
     TOY2D_DESCRIPTIONS,
     TOY2D_NAMES,
     TOY2D_WITH_DENSITY,

@@ -14,11 +14,11 @@ import torch
 from torch import Tensor
 
 from probgen._checks import check_int
-from probgen.data.digits import DIGITS_NUM_LEVELS, digits
+from probgen.data.sklearn_digits import DIGITS_NUM_LEVELS, digits
 from probgen.data.files import FILE_EXTENSIONS, load_file
 from probgen.data.images import IMAGE_SET_NAMES, IMAGE_SETS, read_image_set, read_png_folder
 from probgen.data.quantize import dynamic_binarize
-from probgen.data.toy2d import (
+from probgen.data.toy_sets import (
     TOY2D_DESCRIPTIONS,
     TOY2D_NAMES,
     TOY2D_WITH_DENSITY,

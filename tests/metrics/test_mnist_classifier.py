@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import probgen as pg
-from probgen.metrics.mnist_classifier import MNIST_WEIGHTS_PATH, MnistClassifier, mnist_weights_info
+from probgen.metrics.mnist_net import MNIST_WEIGHTS_PATH, MnistClassifier, mnist_weights_info
 
 
 def test_weights_are_small_and_recorded():
