@@ -116,7 +116,7 @@ def _worker_init() -> None:
 
 def _job(data_name: str, label: str, budget: float, device: str, n_test: int) -> tuple[int, float, float]:
     """Train one contender for ``budget`` seconds and score it: ``(steps, NLL, SE)``."""
-    ds = pg.data.load(data_name)
+    ds = pg.data.load_dataset(data_name)
     torch.manual_seed(0)
     model, loss_fn, log_prob = _contender(label)
     model.to(device)
@@ -168,7 +168,7 @@ def run(*, quick: bool = False, device: str = "cpu", budgets: Sequence[float] | 
     verdicts = []
     for budget in sorted(budgets):
         for name in DATASETS:
-            h, h_se = pg.data.load(name).entropy
+            h, h_se = pg.data.load_dataset(name).entropy
             row = {}
             for label in CONTENDERS:
                 if (name, label, budget) not in results:

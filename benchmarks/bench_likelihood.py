@@ -95,13 +95,13 @@ def make_problem(dim: int, *, quick: bool, device: str) -> tuple[str, pg.diffusi
     """A score model and a test batch for ``D = dim`` (2: 8gaussians, 64: digits, 784: random 28×28)."""
     torch.manual_seed(0)
     if dim == 2:
-        ds = pg.data.load("8gaussians")
+        ds = pg.data.load_dataset("8gaussians")
         model = pg.diffusion.ScoreSDE((2,)).to(device)
         _train(model, ds.train, 150 if quick else 600, device)
         x = ds.test[: (256 if quick else 512)]
         label = f"8gaussians (D=2), MLP 3×128 trained {150 if quick else 600} steps"
     elif dim == 64:
-        ds = pg.data.load("digits")
+        ds = pg.data.load_dataset("digits")
         train = ds.train.flatten(1)
         model = pg.diffusion.ScoreSDE((64,), net_options={"hidden": [256, 256]}).to(device)
         _train(model, train, 100 if quick else 400, device)

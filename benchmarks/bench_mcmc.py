@@ -140,7 +140,7 @@ def train_ebm(*, seconds: float, device: str = "cpu") -> pg.ebm.EBM:
     """A 2-D EBM on 8gaussians, denoising score matching (σ = 0.3), trained for ``seconds``."""
     torch.manual_seed(0)
     model = pg.ebm.EBM(dim=2, objective="dsm", sigma=0.3).to(device)
-    data = pg.data.load("8gaussians").train.to(device)
+    data = pg.data.load_dataset("8gaussians").train.to(device)
     start = time.perf_counter()
 
     class _Done(Exception):

@@ -104,7 +104,7 @@ def main(argv=None) -> None:
         path = Path(tmp) / f"{args.set}.npy"
         data = tabular(args.set) if args.set == "cancer" else sample(args.set, N_TOTAL, seed=1234).numpy()
         np.save(path, data.astype(np.float32))
-        dataset = pg.data.load(path, seed=args.seed)
+        dataset = pg.data.load_dataset(path, seed=args.seed)
     recipe = registry.recipe(args.family)
     recipe.check_dataset(dataset)
     torch.manual_seed(args.seed)

@@ -42,7 +42,7 @@ __all__ = ["run", "train_ddpm", "diffusers_sample"]
 def train_ddpm(*, steps: int, device: str) -> tuple[pg.diffusion.DDPM, pg.data.DataSet]:
     """A 2-D DDPM on 8gaussians trained for ``steps`` steps of ``probgen.fit``."""
     torch.manual_seed(0)
-    ds = pg.data.load("8gaussians")
+    ds = pg.data.load_dataset("8gaussians")
     model = pg.diffusion.DDPM((2,), num_steps=1000).to(device)
     pg.fit(model, ds.train.to(device), steps=steps, batch_size=512, lr=2e-3, seed=0, progress=False,
            lr_schedule="cosine")

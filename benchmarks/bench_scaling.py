@@ -122,7 +122,7 @@ def run(*, quick: bool = False, device: str = "cpu") -> Section:
     # CNF training memory: adjoint vs direct
     t = sec.table("CNF training step (Flow(2, 'cnf'), B = 1024, RK4, exact trace): adjoint vs direct backprop",
                   ["RK4 steps", "NFE fwd", "adjoint s", "adjoint MiB", "direct s", "direct MiB"])
-    data = pg.data.load("8gaussians").train[:1024].to(device)
+    data = pg.data.load_dataset("8gaussians").train[:1024].to(device)
     for steps in ((4, 16, 32) if quick else (4, 16, 32, 64)):
         row = [steps, 4 * steps]
         for adjoint in (True, False):

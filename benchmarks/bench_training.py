@@ -74,7 +74,7 @@ def run(*, quick: bool = False, device: str = "cpu") -> Section:
     )
     steps, repeats = (60, 3) if quick else (200, 3)
     batch_size, lr = 256, 1e-3
-    data = pg.data.load("8gaussians").train.to(device)
+    data = pg.data.load_dataset("8gaussians").train.to(device)
     table = sec.table("fit vs bare loop", ["model", "steps", "bare steps/s", "fit steps/s", "fit / bare"])
     ratios = []
     for name, base in _models(device).items():

@@ -54,7 +54,7 @@ def main() -> None:
     rank, world_size = distributed.rank_and_world_size()
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
 
-    data = pg.data.load("8gaussians", seed=args.seed)
+    data = pg.data.load_dataset("8gaussians", seed=args.seed)
     torch.manual_seed(args.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
     model = Flow(2, args.kind)
     start = time.perf_counter()

@@ -5,7 +5,7 @@ Trains ``probgen.diffusion.ddpm.DDPM((2,))`` (T = 1000 linear β's, the default 
 
 * prints the test negative ELBO (nats) for the three reverse variances (β, β̃, analytic after
   ``fit_analytic_variance``), the exact negative log-likelihood of the probability-flow ODE of the same
-  network, and the true entropy ``H = -E log p(x)`` of the data (``probgen.data.load("8gaussians").entropy``).
+  network, and the true entropy ``H = -E log p(x)`` of the data (``probgen.data.load_dataset("8gaussians").entropy``).
   On the same test points ``NLL - (-log p(x))`` estimates ``KL(p || p_θ) >= 0``; its standard error is that
   of the paired per-point difference;
 * draws ``--num-mmd`` (2000) samples from each sampler (ancestral 1000 steps, DDIM 10/20/50, DPM-Solver++ 10/20) and
@@ -75,7 +75,7 @@ def main() -> None:
     os.makedirs(args.out, exist_ok=True)
     torch.manual_seed(args.seed)
 
-    data = pg.data.load("8gaussians")  # 50,000 train, 10,000 test points
+    data = pg.data.load_dataset("8gaussians")  # 50,000 train, 10,000 test points
     model = DDPM((2,), 1000, "linear", ema_decay=RECIPE["ema_decay"])
     print(f"DDPM((2,)) with {sum(p.numel() for p in model.eps_net.parameters()):,} parameters; {args.steps} steps, "
           f"batch {args.batch_size}, lr {args.lr:g}; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}",

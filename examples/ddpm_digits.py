@@ -104,7 +104,7 @@ def main() -> None:
     summary: dict = {"net": args.net, "steps": steps, "batch_size": batch_size, "lr": lr,
                      "ema_decay": recipe["ema_decay"], "net_options": recipe["net_options"]}
 
-    data = pg.data.load("digits")
+    data = pg.data.load_dataset("digits")
     event_shape = data.event_shape if args.net == "unet" else (64,)
     train = data.train.reshape(-1, *event_shape)
     test = data.test.reshape(-1, *event_shape)

@@ -69,7 +69,7 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.manual_seed(args.seed)
-    data = pg.data.load("8gaussians")
+    data = pg.data.load_dataset("8gaussians")
     test = data.test
     floor = noise_floor(test)
     print(f"noise floor (MMD² between two held-out samples of {N_EVAL}): {floor:.5f}")

@@ -82,7 +82,7 @@ def main() -> None:
     os.makedirs(args.out, exist_ok=True)
     rows = []
     for name in args.data:
-        data = pg.data.load(name, seed=args.seed, n_test=args.n_test)
+        data = pg.data.load_dataset(name, seed=args.seed, n_test=args.n_test)
         for kind in args.kinds:
             steps = args.steps or ((CNF_STEPS if kind == "cnf" else 4000) if args.tuned else 400)
             torch.manual_seed(args.seed)

@@ -68,7 +68,7 @@ def main() -> None:
     parser.add_argument("--out", default="gan_2d_out", help="folder for the PNG")
     args = parser.parse_args()
 
-    data = pg.data.load("8gaussians", seed=args.seed)
+    data = pg.data.load_dataset("8gaussians", seed=args.seed)
     builders = {"GAN": GAN, "WGAN-GP": WGANGP}
     histories, samples = {}, {}
     print(f"8gaussians, {args.steps} steps, batch {args.batch_size}, lr {args.lr:g}, seed {args.seed}")

@@ -35,7 +35,7 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.manual_seed(args.seed)
-    data = pg.data.load("digits-binary")
+    data = pg.data.load_dataset("digits-binary")
     train, test = data.train, data.test
     print(f"digits-binary: {train.shape[0]} train / {test.shape[0]} test images of shape {tuple(train.shape[1:])}")
 

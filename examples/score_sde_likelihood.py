@@ -77,7 +77,7 @@ def dequantized_copies(data: pg.data.DataSet, copies: int, generator: torch.Gene
 def main() -> None:
     args = parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    data = pg.data.load(args.data, seed=args.seed)
+    data = pg.data.load_dataset(args.data, seed=args.seed)
     is_image = len(data.event_shape) == 3
     if not is_image and data.event_shape != (2,):
         raise SystemExit(f"--data must be a 2-D set or digits, got {args.data!r} with event shape {data.event_shape}")

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "check_real",
     "check_choice",
     "check_choice_or_callable",
     "check_positive",
@@ -60,7 +61,28 @@ def check_choice_or_callable(name: str, value: Any, choices: Sequence[str]) -> s
     return value
 
 
-def _as_real(name: str, value: Any) -> float:
+def check_real(name: str, value: Any) -> float:
+    """Return ``value`` as a float if it is a finite real number (a Python number or a one-element tensor).
+
+    Args:
+        name: the argument's name, used in the error message.
+        value: the value to check; ``bool`` is refused.
+
+    Returns:
+        ``float(value)``.
+
+    Raises:
+        TypeError: if ``value`` is not a number or a one-element tensor.
+        ValueError: if ``value`` is not finite.
+
+    Example:
+        >>> check_real("eps", torch.tensor(1e-3))
+        0.0010000000474974513
+        >>> check_real("eps", float("nan"))
+        Traceback (most recent call last):
+        ...
+        ValueError: eps must be finite, got nan
+    """
     if isinstance(value, Tensor):
         if value.numel() != 1:
             raise TypeError(f"{name} must be a number, got a tensor of shape {tuple(value.shape)}")
@@ -75,7 +97,7 @@ def _as_real(name: str, value: Any) -> float:
 
 def check_positive(name: str, value: Any) -> float:
     """Return ``value`` as a float if it is a finite number > 0."""
-    v = _as_real(name, value)
+    v = check_real(name, value)
     if v <= 0:
         raise ValueError(f"{name} must be > 0, got {value}")
     return v
@@ -83,7 +105,7 @@ def check_positive(name: str, value: Any) -> float:
 
 def check_nonnegative(name: str, value: Any) -> float:
     """Return ``value`` as a float if it is a finite number >= 0."""
-    v = _as_real(name, value)
+    v = check_real(name, value)
     if v < 0:
         raise ValueError(f"{name} must be >= 0, got {value}")
     return v
@@ -91,7 +113,7 @@ def check_nonnegative(name: str, value: Any) -> float:
 
 def check_probability(name: str, value: Any, *, open_low: bool = False, open_high: bool = False) -> float:
     """Return ``value`` if it lies in [0, 1] (ends excluded on request)."""
-    v = _as_real(name, value)
+    v = check_real(name, value)
     lo_ok = v > 0 if open_low else v >= 0
     hi_ok = v < 1 if open_high else v <= 1
     if not (lo_ok and hi_ok):
@@ -190,7 +212,7 @@ def check_event_shape(name: str, x: Tensor, event_shape: Sequence[int]) -> Tenso
 
 def check_interval(name: str, value: Any, low: float, high: float) -> float:
     """Return ``value`` if it is a finite number in [low, high]."""
-    v = _as_real(name, value)
+    v = check_real(name, value)
     if not (low <= v <= high):
         raise ValueError(f"{name} must lie in [{low:g}, {high:g}], got {value}")
     return v

@@ -4,8 +4,8 @@ Usage::
 
     python scripts/train_mnist_classifier.py --data-dir DIR [--epochs 3] [--seed 0] [--out probgen/metrics/weights]
 
-Trains :class:`probgen.metrics.mnist_classifier.MnistClassifier` on MNIST's 60,000 training images (read from
-``DIR`` by :func:`probgen.data.load`, scaled to ``[-1, 1]``) with light augmentation — a random shift of up to
+Trains :class:`probgen.metrics.mnist_net.MnistClassifier` on MNIST's 60,000 training images (read from
+``DIR`` by :func:`probgen.data.load_dataset`, scaled to ``[-1, 1]``) with light augmentation — a random shift of up to
 two pixels (background-padded) and Gaussian pixel noise of a random scale in ``[0, 0.2]`` — so the features
 stay stable on imperfect generated samples. Adam, cosine learning rate, cross-entropy, one thread, fixed seed.
 Reports the accuracy on the 10,000 test images, refuses to write weights below 98%, and writes
@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 import probgen as pg
-from probgen.metrics.mnist_classifier import MnistClassifier
+from probgen.metrics.mnist_net import MnistClassifier
 
 MIN_ACCURACY = 0.98
 MAX_SHIFT = 2
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     torch.manual_seed(args.seed)
     g = torch.Generator().manual_seed(args.seed)
-    ds = pg.data.load("mnist", data_dir=args.data_dir)
+    ds = pg.data.load_dataset("mnist", data_dir=args.data_dir)
     x_train, y_train, x_test, y_test = ds.train, ds.labels_train, ds.test, ds.labels_test
 
     net = MnistClassifier()

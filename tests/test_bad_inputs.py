@@ -82,10 +82,10 @@ LIBRARY_CASES = [
                  r"x must have shape \(batch, 2\), got \(5, 3\)", id="toy2d-log-prob-event-shape"),
     pytest.param(lambda: probgen.data.toy2d_log_prob("8gaussians", _with(float("nan"))), ValueError,
                  r"x contains 1 NaN", id="toy2d-log-prob-nan"),
-    pytest.param(lambda: probgen.data.load("mnist"), ValueError,
-                 r"unknown data set 'mnist'; valid names: .*'digits'.*or a path to a \.npy/\.csv/\.pt file",
+    pytest.param(lambda: probgen.data.load_dataset("svhn"), ValueError,
+                 r"unknown data set 'svhn'; valid names: .*'digits'.*'mnist'.*a path to a \.npy/\.csv/\.pt file, or a folder of PNG images",
                  id="data-unknown-name"),
-    pytest.param(lambda: probgen.data.load("/nonexistent/file.npy"), FileNotFoundError,
+    pytest.param(lambda: probgen.data.load_dataset("/nonexistent/file.npy"), FileNotFoundError,
                  r"/nonexistent/file\.npy: no such file", id="data-missing-file"),
     # ---- fit: data ------------------------------------------------------------------------------
     pytest.param(lambda: _fit(_with(float("nan"))), ValueError, r"data contains 1 NaN or infinite values",

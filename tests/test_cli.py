@@ -236,14 +236,14 @@ def test_sampler_and_bound_options_reach_the_family(tmp_path, capsys):
 
 
 def test_flow_recipe_picks_autoregressive_splines_on_2d_toy_data():
-    from probgen.data import load
+    from probgen.data import load_dataset
     from probgen.flows.recipe import TOY2D_FLOW, FlowRecipe
 
     recipe = FlowRecipe()
-    flow = recipe.build(load("8gaussians"))
+    flow = recipe.build(load_dataset("8gaussians"))
     assert (flow.kind, flow.num_layers) == ("spline-ar", TOY2D_FLOW["num_layers"])
-    assert recipe.build(load("8gaussians"), kind="spline").kind == "spline"  # an explicit --kind wins
-    assert recipe.build(load("digits")).kind == "spline"  # one pass each way for images
+    assert recipe.build(load_dataset("8gaussians"), kind="spline").kind == "spline"  # an explicit --kind wins
+    assert recipe.build(load_dataset("digits")).kind == "spline"  # one pass each way for images
 
 
 def test_cnf_is_scored_at_the_evaluation_tolerance_and_keeps_its_training_tolerance():

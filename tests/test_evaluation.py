@@ -25,7 +25,7 @@ def test_sample_metrics_separate_a_good_model_from_a_shifted_one():
 
 def test_evaluate_a_vae_on_digits_reports_likelihood_latent_and_feature_metrics():
     torch.manual_seed(0)
-    data = pg.data.load("digits")
+    data = pg.data.load_dataset("digits")
     vae = pg.vae.VAE(latent_dim=4, likelihood="gaussian", event_shape=(1, 8, 8), hidden=(32,))
     table = evaluate(vae, data, num_samples=100)
     for name in ("test -ELBO", "test NLL (IWAE, K=1000) bits/dim", "reconstruction mse", "latent v_measure",
@@ -38,4 +38,4 @@ def test_evaluate_a_vae_on_digits_reports_likelihood_latent_and_feature_metrics(
 def test_evaluate_refuses_data_of_another_shape():
     flow = pg.flows.Flow(2, "realnvp")
     with pytest.raises(ValueError, match="has events of shape"):
-        evaluate(flow, pg.data.load("digits"))
+        evaluate(flow, pg.data.load_dataset("digits"))

@@ -9,16 +9,16 @@ import numpy as np
 import pytest
 
 from probgen import registry
-from probgen.data import load
+from probgen.data import load_dataset
 from probgen.recipes import settings_table
 
 
 @pytest.fixture(scope="module")
 def same_points(tmp_path_factory):
-    builtin = load("8gaussians", n_train=2000, n_test=200)
+    builtin = load_dataset("8gaussians", n_train=2000, n_test=200)
     path = tmp_path_factory.mktemp("user") / "points.npy"
     np.save(path, np.concatenate([builtin.train.numpy(), builtin.test.numpy()]))
-    user = load(path)
+    user = load_dataset(path)
     assert user.kind == "file" and user.name != builtin.name  # nothing in the name or kind is shared
     return builtin, user
 

@@ -9,18 +9,19 @@
 * :func:`read_image_set`, :func:`read_idx`, :func:`read_cifar10_batch`, :func:`read_png_folder`: MNIST,
   Fashion-MNIST (IDX) and CIFAR-10 (binary) from the data folder (:func:`resolve_data_dir`), PNG folders;
   :func:`fetch` downloads the standard files, only when asked;
-* :func:`load` -> :class:`DataSet`: the one entry used by the CLI and :func:`probgen.fit` users;
-  :func:`list_datasets` for ``probgen data list``.
+* :func:`load_dataset` -> :class:`DataSet`: the one entry used by the CLI and :func:`probgen.fit` users;
+  :func:`list_datasets` for ``probgen data list``. (``load`` is its deprecated old name, kept as an alias that
+  warns: :func:`probgen.load` reads checkpoints.)
 
 See ``docs/data.md`` for the generators, densities, split and dequantization math.
 """
 
 from __future__ import annotations
 
-from probgen.data.dataset import DATASET_NAMES, TOY2D_RANGE, DataSet, list_datasets, load
-from probgen.data.digits import DIGITS_NUM_LEVELS, DIGITS_SCALES, DIGITS_SPLIT_SIZES, DIGITS_SPLITS, digits
+from probgen.data.dataset import DATASET_NAMES, TOY2D_RANGE, DataSet, list_datasets, load, load_dataset
+from probgen.data.sklearn_digits import DIGITS_NUM_LEVELS, DIGITS_SCALES, DIGITS_SPLIT_SIZES, DIGITS_SPLITS, digits
 from probgen.data.quantize import bits_per_dim, dequantize, dequantize_scaled, dynamic_binarize, to_levels
-from probgen.data.fetch import DataFetchError, fetch
+from probgen.data.download import DataFetchError, fetch
 from probgen.data.files import FILE_EXTENSIONS, load_file
 from probgen.data.images import (
     DATA_DIR_ENV,
@@ -31,7 +32,7 @@ from probgen.data.images import (
     read_png_folder,
     resolve_data_dir,
 )
-from probgen.data.toy2d import (
+from probgen.data.toy_sets import (
     TOY2D_DESCRIPTIONS,
     TOY2D_NAMES,
     TOY2D_WITH_DENSITY,
@@ -44,7 +45,7 @@ __all__ = [
     "DataSet",
     "DATASET_NAMES",
     "TOY2D_RANGE",
-    "load",
+    "load_dataset",
     "list_datasets",
     "TOY2D_NAMES",
     "TOY2D_WITH_DENSITY",

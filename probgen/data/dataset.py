@@ -1,4 +1,4 @@
-"""``load``: the one entry to every data set (toy sets, digits, MNIST / Fashion-MNIST / CIFAR-10, user files and
+"""``load_dataset``: the one entry to every data set (toy sets, digits, MNIST / Fashion-MNIST / CIFAR-10, user files and
 PNG folders) used by the CLI and ``fit``."""
 
 from __future__ import annotations
@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,11 +15,11 @@ import torch
 from torch import Tensor
 
 from probgen._checks import check_int
-from probgen.data.digits import DIGITS_NUM_LEVELS, digits
+from probgen.data.sklearn_digits import DIGITS_NUM_LEVELS, digits
 from probgen.data.files import FILE_EXTENSIONS, load_file
 from probgen.data.images import IMAGE_SET_NAMES, IMAGE_SETS, read_image_set, read_png_folder
 from probgen.data.quantize import dynamic_binarize
-from probgen.data.toy2d import (
+from probgen.data.toy_sets import (
     TOY2D_DESCRIPTIONS,
     TOY2D_NAMES,
     TOY2D_WITH_DENSITY,
@@ -27,10 +28,10 @@ from probgen.data.toy2d import (
     toy2d_log_prob,
 )
 
-__all__ = ["DataSet", "DATASET_NAMES", "TOY2D_RANGE", "load", "list_datasets"]
+__all__ = ["DataSet", "DATASET_NAMES", "TOY2D_RANGE", "load_dataset", "list_datasets"]
 
 DATASET_NAMES: tuple[str, ...] = (*TOY2D_NAMES, "digits", "digits-binary", *IMAGE_SET_NAMES, "mnist-binary")
-"""Built-in names accepted by :func:`load`."""
+"""Built-in names accepted by :func:`load_dataset`."""
 
 TOY2D_RANGE: tuple[float, float] = (-4.0, 4.0)
 """``data_range`` of the toy sets: FFJORD's plotting square, which holds nearly all of their mass."""
@@ -244,7 +245,7 @@ def _split_rows(data: Tensor, path: Path, seed: int, n_train: int | None, n_test
     return data[test_size : test_size + train_size], data[:test_size]
 
 
-def load(
+def load_dataset(
     name_or_path: str | os.PathLike,
     *,
     seed: int = 0,
@@ -286,7 +287,7 @@ def load(
         A :class:`DataSet`.
 
     Example:
-        >>> ds = load("checkerboard", n_train=100, n_test=10)
+        >>> ds = load_dataset("checkerboard", n_train=100, n_test=10)
         >>> ds.train.shape, ds.test.shape, ds.kind, ds.log_prob is not None
         (torch.Size([100, 2]), torch.Size([10, 2]), 'toy2d', True)
     """
@@ -312,3 +313,23 @@ def load(
         f"unknown data set {os.fspath(name_or_path)!r}; valid names: {', '.join(repr(n) for n in DATASET_NAMES)}, "
         f"a path to a {'/'.join(FILE_EXTENSIONS)} file, or a folder of PNG images"
     )
+
+
+def load(*args, **kwargs) -> DataSet:
+    """Deprecated alias of :func:`load_dataset` (renamed so that it never meets :func:`probgen.load`, which reads
+    checkpoints).
+
+    Example:
+        >>> import warnings
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     ds = load("checkerboard", n_train=10, n_test=5)
+        >>> caught[0].category.__name__, ds.train.shape
+        ('DeprecationWarning', torch.Size([10, 2]))
+    """
+    warnings.warn(
+        "probgen.data.load is deprecated; use probgen.data.load_dataset (probgen.load reads checkpoints)",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return load_dataset(*args, **kwargs)

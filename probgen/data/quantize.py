@@ -1,6 +1,6 @@
 """Uniform dequantization, dynamic binarization and the one bits/dim convention of every family.
 
-Quantized data (the digits' 17 levels, 8-bit images' 256) are stored by :func:`probgen.data.load` as integer
+Quantized data (the digits' 17 levels, 8-bit images' 256) are stored by :func:`probgen.data.load_dataset` as integer
 levels ``k in {0, ..., L-1}`` scaled to ``x = low + (high - low) k / (L - 1)`` (``data_range = (low, high)``,
 ``(-1, 1)`` for every built-in image set).
 
@@ -91,7 +91,7 @@ def to_levels(x: Tensor, *, num_levels: int, data_range: Sequence[float] = (-1.0
     """Recover integer levels from data scaled as ``x = low + (high - low) k / (L - 1)``.
 
     This inverts the scaling of :func:`digits` (``k = 0 -> low``, ``k = L - 1 -> high``), rounding to the
-    nearest level, so that ``dequantize(to_levels(x, ...), L)`` dequantizes a :func:`probgen.data.load` split.
+    nearest level, so that ``dequantize(to_levels(x, ...), L)`` dequantizes a :func:`probgen.data.load_dataset` split.
 
     Args:
         x: scaled data, any shape, floating.
@@ -119,7 +119,7 @@ def dequantize_scaled(
     data_range: Sequence[float] = (-1.0, 1.0),
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    """Uniformly dequantize data in the scaling of :func:`load`, onto the same range.
+    """Uniformly dequantize data in the scaling of :func:`load_dataset`, onto the same range.
 
     ``x = low + (high - low) k / (L - 1)`` (levels ``k``) becomes ``z = low + (high - low) (k + u) / L`` with
     ``u ~ U[0, 1)``: each level owns a bin of width ``Δ = (high - low) / L``, and a continuous density
@@ -204,7 +204,7 @@ def dynamic_binarize(x: Tensor, *, generator: torch.Generator | None = None) -> 
 
     Dynamic binarization (Salakhutdinov & Murray, 2008; Burda et al., 2016, arXiv:1509.00519) trains a binary
     model on a new Bernoulli draw of each image every time it is seen, which regularizes far better than one
-    fixed binarization. ``load("mnist-binary")`` keeps the grey levels ``k / 255`` as its training split and
+    fixed binarization. ``load_dataset("mnist-binary")`` keeps the grey levels ``k / 255`` as its training split and
     this function as :attr:`DataSet.batch_transform`; pass it to ``probgen.fit(..., batch_transform=...)``.
 
     Args:

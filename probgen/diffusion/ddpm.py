@@ -744,7 +744,7 @@ class DDPM(_DiffusionBase):
             ``[low - Δ/2, high + Δ/2]``); tighter for such a network, not comparable across families.
 
         Args:
-            x: ``(B, *event_shape)`` scaled levels (as :func:`probgen.data.load` returns them).
+            x: ``(B, *event_shape)`` scaled levels (as :func:`probgen.data.load_dataset` returns them).
             method: ``"elbo"`` or ``"ode"``.
             num_levels: ``L``, default ``data_levels``.
             num_dequant: dequantization draws (``"ode"``).

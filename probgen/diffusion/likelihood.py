@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from probgen._checks import check_output_shape, check_tensor
-from probgen.data.digits import bits_per_dim
+from probgen.data.quantize import bits_per_dim
 from probgen.ops.ode import ODESolver, odeint_logdet, owner_params as _owner_params
 from probgen.samplers.base import check_eps, check_sde
 from probgen.sde.base import SDE, ScoreFn

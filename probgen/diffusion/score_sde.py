@@ -428,7 +428,7 @@ class ScoreSDE(_DiffusionBase):
     ) -> Tensor:
         r"""Bits per dimension of discrete data under uniform dequantization.
 
-        ``x`` holds the data as :func:`probgen.data.load` returns it: integer levels ``k`` scaled as
+        ``x`` holds the data as :func:`probgen.data.load_dataset` returns it: integer levels ``k`` scaled as
         ``x = low + (high - low) k / (L - 1)`` (``L = num_levels``, ``(low, high) = data_range``).
         The levels are recovered (:func:`probgen.data.to_levels`), dequantized to
         ``z = low + (high - low) (k + u) / L``, ``u ~ U[0, 1)^D`` (bins of width ``Δ = (high - low)/L``),

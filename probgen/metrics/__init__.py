@@ -31,7 +31,7 @@ from probgen.metrics.classifier import (
 from probgen.metrics.coverage import mode_coverage
 from probgen.metrics.frechet import FEATURE_MAPS, fid, frechet_distance, gaussian_frechet
 from probgen.metrics.kde import kde_log_likelihood, select_bandwidth
-from probgen.metrics.mnist_classifier import (
+from probgen.metrics.mnist_net import (
     MnistClassifier,
     mnist_classifier,
     mnist_features,

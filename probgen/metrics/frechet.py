@@ -180,7 +180,7 @@ def fid(
 
         features = inception_features
     elif features == "mnist":  # the shipped 28x28 MNIST classifier
-        from probgen.metrics.mnist_classifier import mnist_features
+        from probgen.metrics.mnist_net import mnist_features
 
         features = mnist_features
     fx = _apply_features("x", features, x, batch_size)

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from probgen._checks import _as_real, check_output_shape, check_tensor
+from probgen._checks import check_output_shape, check_real, check_tensor
 from probgen.sde.base import SDE, check_sample_shape
 
 __all__ = ["SampleResult", "Callback", "check_sde", "check_callback", "check_eps"]
@@ -73,7 +73,7 @@ def check_callback(callback: Any) -> Callback | None:
 
 
 def check_eps(eps: Any, T: float) -> float:
-    v = _as_real("eps", eps)
+    v = check_real("eps", eps)
     if not (0.0 < v < T):
         raise ValueError(f"eps must lie in (0, {T:g}) (the final time of the reverse process), got {eps}")
     return v

@@ -55,7 +55,7 @@ def _write_mnist(folder: Path, *, gz: bool = False, dotted: bool = False, seed: 
 @pytest.mark.parametrize("dotted", [False, True], ids=["dashed", "dotted"])
 def test_mnist_reads_raw_and_gz_under_both_names(tmp_path, gz, dotted):
     arrays = _write_mnist(tmp_path / "mnist", gz=gz, dotted=dotted)
-    ds = pg.data.load("mnist", data_dir=tmp_path)
+    ds = pg.data.load_dataset("mnist", data_dir=tmp_path)
     assert ds.kind == "image" and ds.event_shape == (1, 28, 28) and ds.num_levels == 256
     assert ds.data_range == (-1.0, 1.0) and ds.train.dtype == torch.float32 and ds.batch_transform is None
     k = arrays["train-images-idx3-ubyte"].float()
@@ -67,10 +67,10 @@ def test_mnist_reads_raw_and_gz_under_both_names(tmp_path, gz, dotted):
 
 def test_data_folder_from_argument_env_var_or_the_folder_itself(tmp_path, monkeypatch):
     arrays = _write_mnist(tmp_path / "files")  # the files directly in the folder given
-    first = pg.data.load("mnist", data_dir=tmp_path / "files", n_train=2, n_test=1)
+    first = pg.data.load_dataset("mnist", data_dir=tmp_path / "files", n_train=2, n_test=1)
     assert first.train.shape == (2, 1, 28, 28) and first.test.shape == (1, 1, 28, 28)
     monkeypatch.setenv(pg.data.DATA_DIR_ENV, str(tmp_path / "files"))
-    assert torch.equal(pg.data.load("mnist").labels_train, arrays["train-labels-idx1-ubyte"])
+    assert torch.equal(pg.data.load_dataset("mnist").labels_train, arrays["train-labels-idx1-ubyte"])
     monkeypatch.delenv(pg.data.DATA_DIR_ENV)
     assert pg.data.resolve_data_dir() == Path("~/.cache/probgen/data").expanduser()
 
@@ -78,18 +78,18 @@ def test_data_folder_from_argument_env_var_or_the_folder_itself(tmp_path, monkey
 def test_fashion_mnist_reads_its_own_subfolder_first(tmp_path):
     _write_mnist(tmp_path, seed=1)  # MNIST-like files at the root...
     fashion = _write_mnist(tmp_path / "fashion-mnist", gz=True, seed=2)  # ... and Fashion-MNIST's in its folder
-    ds = pg.data.load("fashion-mnist", data_dir=tmp_path)
+    ds = pg.data.load_dataset("fashion-mnist", data_dir=tmp_path)
     assert torch.equal(ds.labels_train, fashion["train-labels-idx1-ubyte"])
 
 
 def test_mnist_binary_dynamic_binarization(tmp_path):
     folder = tmp_path / "mnist"
     arrays = _write_mnist(folder)
-    ds = pg.data.load("mnist-binary", data_dir=tmp_path)
+    ds = pg.data.load_dataset("mnist-binary", data_dir=tmp_path)
     assert ds.num_levels == 2 and ds.data_range == (0.0, 1.0)
     torch.testing.assert_close(ds.train, arrays["train-images-idx3-ubyte"].float().unsqueeze(1) / 255)
     assert set(ds.test.unique().tolist()) <= {0.0, 1.0}
-    assert torch.equal(ds.test, pg.data.load("mnist-binary", data_dir=tmp_path, seed=5).test)  # one fixed draw
+    assert torch.equal(ds.test, pg.data.load_dataset("mnist-binary", data_dir=tmp_path, seed=5).test)  # one fixed draw
     # a fresh draw per call, with mean x: pixels of grey 0.3 over 200 batches
     x = torch.full((200, 784), 0.3)
     torch.manual_seed(0)
@@ -117,7 +117,7 @@ def _write_cifar(folder: Path, sizes=(3, 2, 2, 2, 2, 3), *, seed: int = 0) -> li
 
 def test_cifar10_binary_records(tmp_path):
     batches = _write_cifar(tmp_path / "cifar10" / "cifar-10-batches-bin")
-    ds = pg.data.load("cifar10", data_dir=tmp_path)
+    ds = pg.data.load_dataset("cifar10", data_dir=tmp_path)
     assert ds.event_shape == (3, 32, 32) and len(ds.train) == 11 and len(ds.test) == 3
     train_k = torch.cat([b[0] for b in batches[:5]])
     # record = label byte, then the 1024 red, 1024 green, 1024 blue bytes of a row-major 32x32 image
@@ -130,16 +130,16 @@ def test_cifar10_errors(tmp_path):
     _write_cifar(folder)
     (folder / "data_batch_2.bin").write_bytes((folder / "data_batch_2.bin").read_bytes()[:-5])
     with pytest.raises(ValueError, match=r"data_batch_2.bin: truncated .* not a whole number of 3,073-byte records"):
-        pg.data.load("cifar10", data_dir=tmp_path)
+        pg.data.load_dataset("cifar10", data_dir=tmp_path)
     record = bytes([12]) + bytes(3072)  # CIFAR-100 has 2 label bytes and 100 classes
     (folder / "data_batch_2.bin").write_bytes(record)
     with pytest.raises(ValueError, match=r"record 0 has label byte 12, expected 0-9"):
-        pg.data.load("cifar10", data_dir=tmp_path)
+        pg.data.load_dataset("cifar10", data_dir=tmp_path)
 
 
 def test_missing_folder_and_missing_file_are_one_line(tmp_path):
     with pytest.raises(FileNotFoundError) as info:
-        pg.data.load("mnist", data_dir=tmp_path / "nowhere")
+        pg.data.load_dataset("mnist", data_dir=tmp_path / "nowhere")
     message = str(info.value)
     assert "\n" not in message and str(tmp_path / "nowhere") in message and "does not exist" in message
     assert "train-images-idx3-ubyte[.gz]" in message and "https://ossci-datasets.s3.amazonaws.com/mnist/" in message
@@ -147,7 +147,7 @@ def test_missing_folder_and_missing_file_are_one_line(tmp_path):
     _write_mnist(tmp_path / "mnist")
     (tmp_path / "mnist" / "t10k-labels-idx1-ubyte").unlink()
     with pytest.raises(FileNotFoundError, match=r"mnist: .*mnist lacks t10k-labels-idx1-ubyte; expected"):
-        pg.data.load("mnist", data_dir=tmp_path)
+        pg.data.load_dataset("mnist", data_dir=tmp_path)
 
 
 @pytest.mark.parametrize("gz", [False, True], ids=["raw", "gz"])
@@ -193,7 +193,7 @@ def test_image_and_label_counts_must_match(tmp_path):
     (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(_idx_bytes(torch.zeros(N_TEST + 1)))
     expected = rf"t10k-images-idx3-ubyte holds {N_TEST} images but .* holds {N_TEST + 1} labels"
     with pytest.raises(ValueError, match=expected):
-        pg.data.load("mnist", data_dir=tmp_path)
+        pg.data.load_dataset("mnist", data_dir=tmp_path)
 
 
 def _cli(capsys, *argv) -> tuple[int, str, str]:
@@ -229,7 +229,7 @@ def test_png_folder(tmp_path):
     grey = torch.randint(0, 256, (10, 5, 7), generator=g, dtype=torch.uint8)  # 10 images, 5 high, 7 wide
     for i, img in enumerate(grey):
         pil.fromarray(img.numpy(), mode="L").save(tmp_path / f"img{i:02d}.png")
-    ds = pg.data.load(tmp_path, seed=0)
+    ds = pg.data.load_dataset(tmp_path, seed=0)
     assert ds.kind == "image" and ds.event_shape == (1, 5, 7) and ds.num_levels == 256
     assert len(ds.train) == 9 and len(ds.test) == 1
     levels = pg.data.to_levels(torch.cat([ds.test, ds.train]), num_levels=256).squeeze(1).to(torch.uint8)
@@ -238,7 +238,7 @@ def test_png_folder(tmp_path):
     assert pg.data.read_png_folder(tmp_path).shape == (11, 3, 5, 7)  # one colour image: all become RGB
     pil.fromarray(torch.zeros(6, 7, dtype=torch.uint8).numpy(), mode="L").save(tmp_path / "zz.png")
     with pytest.raises(ValueError, match=r"zz.png: image is 7x6 but img00.png is 7x5"):
-        pg.data.load(tmp_path)
+        pg.data.load_dataset(tmp_path)
 
 
 def test_png_folder_errors(tmp_path, capsys, monkeypatch):
@@ -276,7 +276,7 @@ def test_fetch_idx_verifies_checksums_and_writes_atomically(tmp_path, monkeypatc
     opener = _Opener({"https://mirror.test/mnist/" + n: b for n, b in gz.items()})
     folder = fetch("mnist", data_dir=tmp_path, url="https://mirror.test/mnist", opener=opener)
     assert folder == tmp_path / "mnist" and sorted(p.name for p in folder.iterdir()) == sorted(gz)
-    assert pg.data.load("mnist", data_dir=tmp_path).train.shape == (N_TRAIN, 1, 28, 28)
+    assert pg.data.load_dataset("mnist", data_dir=tmp_path).train.shape == (N_TRAIN, 1, 28, 28)
     fetch("mnist", data_dir=tmp_path, url="https://mirror.test/mnist", opener=opener)
     assert len(opener.urls) == 4  # files already present with the right checksum are not downloaded again
     # a corrupt download: checksum mismatch, nothing left under the real name nor as a temporary file
@@ -314,7 +314,7 @@ def test_fetch_cifar_extracts_only_the_expected_files(tmp_path, monkeypatch):
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in src.iterdir())
     assert not (tmp_path / "data" / "evil.txt").exists() and not (tmp_path / "data" / "cifar10" / "evil.txt").exists()
     assert not (tmp_path / "data" / "cifar10" / "cifar-10-binary.tar.gz").exists()
-    assert len(pg.data.load("cifar10", data_dir=tmp_path / "data").test) == 3
+    assert len(pg.data.load_dataset("cifar10", data_dir=tmp_path / "data").test) == 3
 
 
 # ------------------------------------------------------------------------------------------------ bits/dim

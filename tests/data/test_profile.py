@@ -37,14 +37,14 @@ def test_grid_with_missing_levels_and_its_range():
 
 
 def test_built_in_sets_profile_by_their_values():
-    from probgen.data import load
+    from probgen.data import load_dataset
 
-    digits = data_profile(load("digits"))  # a DataSet is profiled by its training split
+    digits = data_profile(load_dataset("digits"))  # a DataSet is profiled by its training split
     assert (digits.row, digits.value_type, digits.num_levels, digits.value_range) == ("grayscale", "quantized", 17,
                                                                                      (-1.0, 1.0))
-    binary = data_profile(load("digits-binary"))
+    binary = data_profile(load_dataset("digits-binary"))
     assert (binary.row, binary.value_type) == ("grayscale", "binary")
-    assert data_profile(load("8gaussians", n_train=500, n_test=10)).describe() == \
+    assert data_profile(load_dataset("8gaussians", n_train=500, n_test=10)).describe() == \
         "2d: continuous, vector D = 2, N = 500"
 
 

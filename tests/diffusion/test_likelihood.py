@@ -17,7 +17,7 @@ import pytest
 import torch
 from torch import nn
 
-from probgen.data.digits import bits_per_dim as data_bits_per_dim
+from probgen.data.quantize import bits_per_dim as data_bits_per_dim
 from probgen.diffusion.likelihood import bits_per_dim, ode_log_prob
 from probgen.sde import SubVPSDE, VESDE, VPSDE
 

@@ -260,7 +260,7 @@ def test_bad_arguments():
 def test_8gaussians_nll_within_015_nats_of_the_entropy():
     # the recipe of docs/score_sde.md (examples/score_sde_likelihood.py); measured gaps 0.04-0.06 ± 0.02 nats,
     # so the 0.15 bound sits ~4 SE above it
-    data = pg.data.load("8gaussians")
+    data = pg.data.load_dataset("8gaussians")
     model = ScoreSDE((2,), loss_weighting="likelihood", importance_sampling=True, ema_decay=0.999,
                      net_options={"hidden": [128, 128, 128]})
     pg.fit(model, data.train, steps=8000, batch_size=512, lr=1e-3, seed=0, lr_schedule="cosine", progress=False)

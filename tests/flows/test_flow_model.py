@@ -204,7 +204,7 @@ def test_spline_reaches_the_entropy_of_8gaussians() -> None:
     import probgen as pg
     from probgen.flows.recipe import TOY2D_FLOW
 
-    data = pg.data.load("8gaussians", seed=0, n_test=10_000)
+    data = pg.data.load_dataset("8gaussians", seed=0, n_test=10_000)
     torch.manual_seed(0)
     flow = Flow(2, "spline-ar", **TOY2D_FLOW)
     pg.fit(flow, data.train, steps=4000, batch_size=512, lr=3e-3, lr_schedule="cosine", seed=0, progress=False)

@@ -369,7 +369,7 @@ def test_wgan_gp_covers_all_eight_modes():
     # 8gaussians: component std σ = 1/(2√2); a mode is covered when >= 2% of 4000 samples fall within 3σ of it.
     # A mode with its fair share 1/8 has a binomial count standard error sqrt(0.125·0.875/4000) ≈ 0.005, so
     # 0.02 is ~20 standard errors below a covered mode: the threshold separates covered from missing modes.
-    ds = pg.data.load("8gaussians", n_train=20_000, n_test=4_000)
+    ds = pg.data.load_dataset("8gaussians", n_train=20_000, n_test=4_000)
     model = WGANGP(2)
     pg.fit(model, ds.train, steps=1000, batch_size=256, lr=1e-3, seed=0, progress=False)
     pyro.set_rng_seed(1)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import probgen as pg
-from probgen.metrics.mnist_classifier import MNIST_WEIGHTS_PATH, MnistClassifier, mnist_weights_info
+from probgen.metrics.mnist_net import MNIST_WEIGHTS_PATH, MnistClassifier, mnist_weights_info
 
 
 def test_weights_are_small_and_recorded():
@@ -35,7 +35,7 @@ def test_features_shapes_and_fid():
 
 def test_accuracy_on_real_mnist_when_present():
     try:
-        ds = pg.data.load("mnist", n_train=1, n_test=2000)  # $PROBGEN_DATA_DIR or ~/.cache/probgen/data
+        ds = pg.data.load_dataset("mnist", n_train=1, n_test=2000)  # $PROBGEN_DATA_DIR or ~/.cache/probgen/data
     except FileNotFoundError:
         pytest.skip("MNIST files not in the data folder (tests never download)")
     acc = float((pg.metrics.mnist_probs(ds.test).argmax(-1) == ds.labels_test).float().mean())

@@ -106,9 +106,9 @@ def test_scaled_and_shifted_8gaussians_reach_the_same_kl():
     """KL(p_data || p_model) of the 2-D flow recipe (short budget) on 8gaussians and on 50 x + 100: the same
     within two standard errors of the difference (paired over the same test points)."""
     from probgen import registry
-    from probgen.data import load
+    from probgen.data import load_dataset
 
-    data = load("8gaussians", n_train=20_000, n_test=5_000)
+    data = load_dataset("8gaussians", n_train=20_000, n_test=5_000)
     recipe = registry.recipe("flow")
     gaps = []
     for a, b in ((1.0, 0.0), (50.0, 100.0)):

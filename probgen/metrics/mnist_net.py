@@ -1,7 +1,7 @@
 """A small MNIST classifier shipped with probgen: the feature map of FID/KID for 28×28 digits.
 
 :class:`MnistClassifier` (98k parameters, 398 KB of weights) is a three-block CNN on ``1×28×28`` images scaled to
-``[-1, 1]`` (the scaling of ``probgen.data.load("mnist")``). It plays, for MNIST, the role the 8×8
+``[-1, 1]`` (the scaling of ``probgen.data.load_dataset("mnist")``). It plays, for MNIST, the role the 8×8
 :class:`probgen.metrics.DigitsClassifier` plays for the digits and Inception-v3 for natural images:
 :func:`mnist_features` (the 128-d penultimate layer) is the feature map to pass to
 :func:`probgen.metrics.fid` / :func:`probgen.metrics.kid` (``features=mnist_features``), and :func:`mnist_probs`

@@ -94,7 +94,7 @@ def fetch(
     MNIST and Fashion-MNIST: the four ``*-ubyte.gz`` files (kept gzipped; the reader decompresses them).
     CIFAR-10: ``cifar-10-binary.tar.gz``, whose seven files are extracted to ``NAME/cifar-10-batches-bin/``.
     Every file's published MD5 is checked before it takes its final name; files already present with the
-    right checksum are not downloaded again. Never called implicitly: :func:`probgen.data.load` only reads.
+    right checksum are not downloaded again. Never called implicitly: :func:`probgen.data.load_dataset` only reads.
 
     Args:
         name: ``"mnist"``, ``"fashion-mnist"`` or ``"cifar10"``.
