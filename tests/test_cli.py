@@ -366,7 +366,7 @@ def test_writers_do_not_follow_symlinks(tmp_path, capsys, monkeypatch):
     (["compare", "{run}", "--data", "8gaussians", "--out", "{run}/samples.png"], "_evaluate_dir"),
 ])
 def test_a_bad_out_is_refused_before_any_work(tmp_path, capsys, monkeypatch, argv, stage):
-    from probgen import cli
+    from probgen.cli import sample_eval
 
     run = tmp_path / "run"
     before = _small_run(run, capsys)
@@ -375,7 +375,7 @@ def test_a_bad_out_is_refused_before_any_work(tmp_path, capsys, monkeypatch, arg
     def no_work(*a, **k):
         raise AssertionError("work started before --out was checked")
 
-    monkeypatch.setattr(cli, stage, no_work)
+    monkeypatch.setattr(sample_eval, stage, no_work)
     code, _, err = _run(capsys, *[a.format(run=run, tmp=tmp_path) for a in argv])
     assert code == 2 and "--out" in err and len(err.splitlines()) == 1, err
     assert {name: (run / name).read_bytes() for name in before} == before
@@ -422,6 +422,6 @@ def test_an_unwritable_out_folder_is_refused_before_any_work(tmp_path, capsys, m
     locked.mkdir()
     real_access = os.access
     monkeypatch.setattr(cli.os, "access", lambda p, mode: False if str(p) == str(locked) else real_access(p, mode))
-    monkeypatch.setattr(cli, "_load_model", lambda *a, **k: pytest.fail("work started before --out was checked"))
+    monkeypatch.setattr(cli.sample_eval, "_load_model", lambda *a, **k: pytest.fail("work started before --out was checked"))
     code, _, err = _run(capsys, "sample", str(run), "-n", "5", "--out", str(locked / "s.npy"))
     assert code == 2 and "--out" in err and "is not writable" in err, err

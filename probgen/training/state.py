@@ -23,7 +23,7 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
 from probgen import distributed
-from probgen.checkpoint import CheckpointError, CheckpointWriteError, _load_weights, _model_header
+from probgen.checkpoint import CheckpointError, CheckpointWriteError, load_weights, model_header
 from probgen.training.guard import all_finite, parameters_nonfinite
 from probgen.training.history import History
 
@@ -148,7 +148,7 @@ class Run:
 
     def payload(self, step: int, rng: dict[str, Any], rng_per_rank: list[Any] | None) -> dict[str, Any]:
         """The checkpoint record at ``step``: the model header and weights, and the training state."""
-        payload = _model_header(self.model)
+        payload = model_header(self.model)
         payload["state_dict"] = self.model.state_dict()
         payload["extra"] = None
         payload["training"] = {
@@ -204,7 +204,7 @@ class Run:
                     f"{len(training['schedulers'])} scheduler state(s); this run has {len(optimizers)} and "
                     f"{len(schedulers)}"
                 )
-            _load_weights(self.model, record["state_dict"], target)
+            load_weights(self.model, record["state_dict"], target)
             for opt, state in zip(optimizers, training["optimizers"]):
                 opt.load_state_dict(state)
             for sched, state in zip(schedulers, training["schedulers"]):
@@ -240,7 +240,7 @@ def _write_checkpoint() -> Any:
 
 def _check_resume(record: Mapping[str, Any], model: nn.Module, fit_args: Mapping[str, Any], target: Path) -> None:
     """Refuse a checkpoint that belongs to another model or another run configuration."""
-    header = _model_header(model)
+    header = model_header(model)
     if record.get("family") != header["family"]:
         raise CheckpointError(
             f"checkpoint {target} holds a {record.get('family')!r} model; the model passed to fit is a "
