@@ -20,14 +20,9 @@ import probgen
 
 ROOT = Path(probgen.__file__).parent
 
-# Known cross-package private imports that can only be fixed in a file another helper owns. Each entry names
+# Known cross-package private imports awaiting a fix. Each entry names
 # its follow-up; the test fails when an entry is no longer needed, so the list only shrinks.
-ALLOWED: dict[str, str] = {
-    # follow-up (issue 16.3): probgen/checkpoint.py must export ``load_weights`` and ``model_header`` (public,
-    # documented) so that the resumable training state does not reach into the checkpoint module's privates.
-    "probgen/training/state.py imports probgen.checkpoint._load_weights": "checkpoint.py: make load_weights public",
-    "probgen/training/state.py imports probgen.checkpoint._model_header": "checkpoint.py: make model_header public",
-}
+ALLOWED: dict[str, str] = {}  # "<module> imports <package>.<private name>" -> the follow-up that removes it
 
 
 def _packages() -> list[str]:

@@ -32,7 +32,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 
     import probgen
     from probgen import registry
-    from probgen.data import load as load_data
+    from probgen.data import load_dataset as load_data
 
     recipe = registry.recipe(args.family)
     recipe.check_options(args.kind, args.objective)  # the options and the data are checked once, here

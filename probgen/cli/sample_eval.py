@@ -101,7 +101,7 @@ def _cmd_nll(args: argparse.Namespace) -> int:
     import torch
 
     from probgen import recipes
-    from probgen.data import load as load_data
+    from probgen.data import load_dataset as load_data
 
     device = _check_device(args.device)
     model = _load_model(args.dir, device)
@@ -152,7 +152,7 @@ def _evaluate_dir(path: str, args: argparse.Namespace, dataset, device: str):
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from probgen import _progress, recipes
-    from probgen.data import load as load_data
+    from probgen.data import load_dataset as load_data
 
     device = _check_device(args.device)
     if not Path(args.dir).exists():
@@ -176,7 +176,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     import torch
 
     from probgen import _progress, recipes
-    from probgen.data import load as load_data
+    from probgen.data import load_dataset as load_data
     from probgen.evaluation import compare_figure
 
     device = _check_device(args.device)
