@@ -37,6 +37,8 @@ def _shadowed(package: str) -> list[str]:
     pkg = importlib.import_module(package)
     bad = []
     for info in pkgutil.iter_modules(pkg.__path__):
+        if info.name == "__main__":  # `python -m` entry points run on import
+            continue
         module = importlib.import_module(f"{package}.{info.name}")
         attr = getattr(pkg, info.name, None)
         if attr is not module:
