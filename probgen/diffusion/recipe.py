@@ -18,7 +18,9 @@ __all__ = ["ScoreSDERecipe", "DDPMRecipe", "LARGE_IMAGE"]
 #: (``fit``), and the test set is scored on a few points (``eval_points``: ELBO, ODE), the ODE with the
 #: Hutchinson trace (the exact trace costs C*H*W network VJPs per function evaluation). ``--steps``,
 #: ``--batch-size`` and ``probgen nll -n`` override them; on a GPU use the full budgets.
-LARGE_IMAGE = {"fit": {"steps": 600, "batch_size": 32}, "eval_points": (16, 8)}
+#: ``sample_steps``: DDPM draws these images by DDIM with that many steps unless ``--method`` says otherwise
+#: (ancestral sampling takes all 1000 network passes per image; ``probgen fit`` draws 2000 images for its plot).
+LARGE_IMAGE = {"fit": {"steps": 600, "batch_size": 32}, "eval_points": (16, 8), "sample_steps": 50}
 
 
 def _large_image(event_shape) -> bool:
@@ -153,6 +155,8 @@ class DDPMRecipe(Recipe):
         return report
 
     def sample(self, model, num_samples: int, **opts) -> Tensor:
+        if opts.get("method") is None and _large_image(getattr(model, "event_shape", None)):
+            opts = {**opts, "method": "ddim", "steps": opts.get("steps") or LARGE_IMAGE["sample_steps"]}
         if opts.get("method") in (None, "ancestral") and opts.get("steps") is not None:
             raise ValueError("--steps applies to --method ddim or dpm-solver; ancestral sampling takes every step")
         with torch.no_grad():
