@@ -40,17 +40,20 @@ class Family:
             (it still loads from checkpoints).
         saved_as: the ``model.family`` its checkpoints carry, when another row owns it (a CNF is a
             ``Flow``, saved as ``"flow"``); ``None``: this row's own name.
+        fit: whether ``probgen fit <name>`` takes this row; ``False``: its recipe only reads back models
+            another family's recipe built (``probgen fit flow`` builds an ``ImageFlow`` for images).
     """
 
     model: str
     recipe: str | None = None
     saved_as: str | None = None
+    fit: bool = True
 
 
 #: family name -> (model class, recipe), the only list of families in probgen
 FAMILIES: dict[str, Family] = {
     "flow": Family("probgen.flows:Flow", "probgen.flows.recipe:FlowRecipe"),
-    "image-flow": Family("probgen.flows:ImageFlow"),
+    "image-flow": Family("probgen.flows:ImageFlow", "probgen.flows.recipe:ImageFlowRecipe", fit=False),
     "fm": Family("probgen.flows:FlowMatching", "probgen.flows.recipe_fm:FlowMatchingRecipe"),
     "cnf": Family("probgen.flows:Flow", "probgen.flows.recipe:CNFRecipe", saved_as="flow"),
     "made": Family("probgen.flows:MADE", "probgen.flows.recipe:MADERecipe"),
@@ -84,8 +87,8 @@ def resolve(path: str) -> Any:
 
 
 def names() -> list[str]:
-    """The family names ``probgen fit`` accepts (the rows with a recipe), sorted."""
-    return sorted(name for name, row in FAMILIES.items() if row.recipe is not None)
+    """The family names ``probgen fit`` accepts (the rows with a recipe and ``fit``), sorted."""
+    return sorted(name for name, row in FAMILIES.items() if row.recipe is not None and row.fit)
 
 
 def model_class(name: str) -> type:

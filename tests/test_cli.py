@@ -243,7 +243,8 @@ def test_flow_recipe_picks_autoregressive_splines_on_2d_toy_data():
     flow = recipe.build(load_dataset("8gaussians"))
     assert (flow.kind, flow.num_layers) == ("spline-ar", TOY2D_FLOW["num_layers"])
     assert recipe.build(load_dataset("8gaussians"), kind="spline").kind == "spline"  # an explicit --kind wins
-    assert recipe.build(load_dataset("digits")).kind == "spline"  # one pass each way for images
+    assert type(recipe.build(load_dataset("digits"))).__name__ == "ImageFlow"  # images: the multi-scale flow
+    assert recipe.build(load_dataset("digits"), kind="spline").kind == "spline"  # --kind: a vector flow over the pixels
 
 
 def test_cnf_is_scored_at_the_evaluation_tolerance_and_keeps_its_training_tolerance():

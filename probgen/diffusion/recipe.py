@@ -10,7 +10,22 @@ from torch import Tensor
 
 from probgen.recipes import Recipe, bits_per_dim_stat, mean_stderr
 
-__all__ = ["ScoreSDERecipe", "DDPMRecipe"]
+__all__ = ["ScoreSDERecipe", "DDPMRecipe", "LARGE_IMAGE"]
+
+#: images of more than 16x16 pixels (MNIST 28x28, CIFAR-10 32x32) on the CPU budget of the command line:
+#: one U-Net training step at 28x28, batch 64, takes ~0.8 s on one CPU thread (docs/images.md), so the grayscale
+#: and colour rows' steps (measured on 8x8 digits) would run for most of an hour; these take their place
+#: (``fit``), and the test set is scored on a few points (``eval_points``: ELBO, ODE), the ODE with the
+#: Hutchinson trace (the exact trace costs C*H*W network VJPs per function evaluation). ``--steps``,
+#: ``--batch-size`` and ``probgen nll -n`` override them; on a GPU use the full budgets.
+#: ``sample_steps``: DDPM draws these images by DDIM with that many steps unless ``--method`` says otherwise
+#: (ancestral sampling takes all 1000 network passes per image; ``probgen fit`` draws 2000 images for its plot).
+LARGE_IMAGE = {"fit": {"steps": 600, "batch_size": 32}, "eval_points": (16, 8), "sample_steps": 50}
+
+
+def _large_image(event_shape) -> bool:
+    shape = tuple(event_shape or ())
+    return len(shape) == 3 and shape[1] * shape[2] > 256
 
 
 class ScoreSDERecipe(Recipe):
@@ -28,6 +43,18 @@ class ScoreSDERecipe(Recipe):
         "grayscale": {"fit": {"steps": 2000, "batch_size": 128, "lr": 2e-3, "lr_schedule": "cosine"}},
         "colour": {"fit": {"steps": 2000, "batch_size": 128, "lr": 2e-3, "lr_schedule": "cosine"}},
     }
+
+    def settings_for(self, dataset):
+        out = super().settings_for(dataset)
+        if _large_image(dataset.event_shape):
+            out["fit"].update(LARGE_IMAGE["fit"])
+        return out
+
+    def evaluate(self, model, dataset, *, trace=None, bound=None, num_points=None) -> dict[str, dict]:
+        if _large_image(dataset.event_shape):
+            num_points = LARGE_IMAGE["eval_points"][1] if num_points is None else num_points
+            trace = trace or "hutchinson"
+        return super().evaluate(model, dataset, trace=trace, bound=bound, num_points=num_points)
 
     def build(self, dataset, *, kind=None, objective=None):
         from probgen.diffusion import ScoreSDE
@@ -69,6 +96,12 @@ class DDPMRecipe(Recipe):
         "colour": _image,
     }
 
+    def settings_for(self, dataset):
+        out = super().settings_for(dataset)
+        if _large_image(dataset.event_shape):
+            out["fit"].update(LARGE_IMAGE["fit"])
+        return out
+
     def build(self, dataset, *, kind=None, objective=None):
         from probgen.diffusion import DDPM
 
@@ -82,6 +115,8 @@ class DDPMRecipe(Recipe):
         return None  # the ELBO's decoder models the levels themselves
 
     def _eval_points(self, dataset) -> tuple[int, int]:
+        if _large_image(dataset.event_shape):
+            return LARGE_IMAGE["eval_points"]
         row = self.settings.get(self.profile(dataset).row, {})
         return row.get("eval_points", self.settings["default"]["eval_points"])
 
@@ -126,6 +161,8 @@ class DDPMRecipe(Recipe):
         return report
 
     def sample(self, model, num_samples: int, **opts) -> Tensor:
+        if opts.get("method") is None and _large_image(getattr(model, "event_shape", None)):
+            opts = {**opts, "method": "ddim", "steps": opts.get("steps") or LARGE_IMAGE["sample_steps"]}
         if opts.get("method") in (None, "ancestral") and opts.get("steps") is not None:
             raise ValueError("--steps applies to --method ddim or dpm-solver; ancestral sampling takes every step")
         with torch.no_grad():

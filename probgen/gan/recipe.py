@@ -16,7 +16,12 @@ class GANRecipe(Recipe):
 
     name = "gan"
     has_likelihood = False
-    settings = {"default": {"fit": {"steps": 1000, "batch_size": 256, "lr": 1e-3}}}
+    settings = {
+        "default": {"fit": {"steps": 1000, "batch_size": 256, "lr": 1e-3}},
+        # images: DCGAN-style conv nets (probgen.gan.conv_nets), lr 2e-4 as in docs/gan.md "images"
+        "grayscale": {"model": {"conv_channels": (16, 32)}, "fit": {"steps": 1000, "batch_size": 64, "lr": 2e-4}},
+        "colour": {"model": {"conv_channels": (32, 64)}, "fit": {"steps": 1000, "batch_size": 64, "lr": 2e-4}},
+    }
 
     def _model_class(self):
         from probgen.gan import GAN
@@ -24,7 +29,7 @@ class GANRecipe(Recipe):
         return GAN
 
     def build(self, dataset, *, kind=None, objective=None):
-        return self._model_class()(tuple(dataset.event_shape))
+        return self._model_class()(tuple(dataset.event_shape), **self.settings_for(dataset)["model"])
 
     def evaluate(self, model, dataset, *, trace=None, bound=None, num_points=None) -> dict[str, dict]:
         """Sample metrics against the test split (MMD², sliced Wasserstein, precision/recall, KDE)."""
