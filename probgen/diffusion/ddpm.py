@@ -42,11 +42,10 @@ from torch.distributions import constraints
 
 from probgen._checks import (
     check_choice,
-    check_event_shape,
+    check_events,
     check_int,
     check_nonnegative,
     check_output_shape,
-    check_tensor,
 )
 from probgen.diffusion._common import (
     _build_net,
@@ -312,8 +311,7 @@ class DDPM(_DiffusionBase):
         return p.device, p.dtype
 
     def _check_x(self, name: str, x: Any) -> Tensor:
-        x = check_tensor(name, x)
-        return check_event_shape(name, x, self.event_shape)
+        return check_events(name, x, self.event_shape)
 
     @staticmethod
     def _checked(net: Callable, x: Tensor, index: Tensor) -> Tensor:

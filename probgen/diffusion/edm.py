@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from probgen._checks import check_choice, check_event_shape, check_int, check_positive, check_tensor
+from probgen._checks import check_choice, check_events, check_int, check_positive, check_tensor
 from probgen.diffusion._common import _build_net, _check_ema_decay, _check_shape_tuple, _DiffusionBase
 from probgen.ops.ode import ODESolver
 from probgen.ops.shapes import append_dims, batch_sum, event_numel
@@ -110,7 +110,7 @@ class EDM(_DiffusionBase):
         return (p.device, p.dtype) if p is not None else (torch.device("cpu"), torch.get_default_dtype())
 
     def _check_x(self, name: str, x: Any) -> Tensor:
-        return check_event_shape(name, check_tensor(name, x), self.event_shape)
+        return check_events(name, x, self.event_shape)
 
     def _denoise(self, x: Tensor, sigma: Tensor, net: Callable) -> Tensor:
         c_skip, c_out, c_in, c_noise = edm_preconditioning(sigma, self.sigma_data)

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from probgen._checks import check_choice, check_event_shape, check_int, check_output_shape, check_tensor
+from probgen._checks import check_choice, check_event_shape, check_events, check_int, check_output_shape, check_tensor
 from probgen.ops.ode import ODE_METHODS, ODESolver, odeint_logdet, odeint_velocity
 from probgen.ops.shapes import append_dims, batch_sum, event_numel
 from probgen.protocol import ModelDistribution
@@ -177,7 +177,7 @@ class FlowMatching(nn.Module):
         return (p.device, p.dtype) if p is not None else (torch.device("cpu"), torch.get_default_dtype())
 
     def _check_x(self, name: str, x: Any) -> Tensor:
-        return check_event_shape(name, check_tensor(name, x), self.event_shape)
+        return check_events(name, x, self.event_shape)
 
     def _velocity(self, x: Tensor, t: Tensor) -> Tensor:
         return self.net(x, t)

@@ -56,13 +56,12 @@ from torch.optim import Optimizer
 
 from probgen._checks import (
     check_choice,
-    check_event_shape,
+    check_events,
     check_int,
     check_interval,
     check_nonnegative,
     check_output_shape,
     check_positive,
-    check_tensor,
 )
 from probgen.gan.losses import (
     _penalty,
@@ -250,14 +249,7 @@ class AdversarialModel(nn.Module):
             raise ValueError(f"discriminator must return shape (batch,) or (batch, 1), got {got} for a batch of 2")
 
     def _check_x(self, name: str, x: Any) -> Tensor:
-        check_tensor(name, x, min_ndim=2)
-        check_event_shape(name, x, self.event_shape)
-        if x.dtype != self._anchor.dtype:
-            raise TypeError(
-                f"{name} is {x.dtype} but the model is {self._anchor.dtype}; convert one of them "
-                f"({name}.to({self._anchor.dtype}) or model.to({x.dtype}))"
-            )
-        return x
+        return check_events(name, x, self.event_shape, dtype=self._anchor.dtype)
 
     # --- the generator as a Pyro program -----------------------------------------------------------------
     def model(self, num_samples: int) -> Tensor:
