@@ -139,7 +139,7 @@ def _same_weights(a: nn.Module, b: nn.Module) -> bool:
         ({"lr_schedule": "linear"}, ValueError, r"unknown lr_schedule 'linear'; valid choices: 'constant', 'cosine'"),
         ({"resume": True}, ValueError, r"resume=True needs checkpoint=<path>"),
         ({"checkpoint_every": 5}, ValueError, "checkpoint_every is set but checkpoint is None"),
-        ({"progress": "yes"}, TypeError, "progress must be True or False"),
+        ({"progress": "yes"}, TypeError, "progress must be a bool, got str 'yes'"),
         ({"callback": 3}, TypeError, "callback must be callable"),
         ({"device": "nonsense"}, ValueError, r"device 'nonsense' is not a torch device"),
         ({"device": 7}, TypeError, "device must be None, a str or a torch.device"),

@@ -19,7 +19,7 @@ import functools
 import torch
 from torch import Tensor
 
-from probgen._checks import check_choice
+from probgen._checks import check_bool, check_choice
 from probgen.data.quantize import bits_per_dim, dequantize, dequantize_scaled, to_levels  # noqa: F401 (old home)
 
 __all__ = [
@@ -96,8 +96,7 @@ def digits(
         (torch.Size([364, 1, 8, 8]), torch.Size([364]), -1.0, 1.0)
     """
     check_choice("split", split, DIGITS_SPLITS)
-    if not isinstance(binarize, bool):
-        raise TypeError(f"binarize must be a bool, got {type(binarize).__name__} {binarize!r}")
+    check_bool("binarize", binarize)
     if binarize and scale is not None:
         raise ValueError(f"scale does not apply when binarize=True (pixels are 0 or 1), got scale={scale!r}")
     if scale is None:

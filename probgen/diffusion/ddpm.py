@@ -47,7 +47,7 @@ from probgen._checks import (
     check_nonnegative,
     check_output_shape,
 )
-from probgen.diffusion._common import (
+from probgen.diffusion.base import (
     _build_net,
     _check_ema_decay,
     _check_shape_tuple,

@@ -29,8 +29,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from probgen._checks import check_choice, check_events, check_int, check_positive, check_tensor
-from probgen.diffusion._common import _build_net, _check_ema_decay, _check_shape_tuple, _DiffusionBase
+from probgen._checks import check_bool, check_choice, check_events, check_int, check_positive, check_tensor
+from probgen.diffusion.base import _build_net, _check_ema_decay, _check_shape_tuple, _DiffusionBase
 from probgen.ops.ode import ODESolver
 from probgen.ops.shapes import append_dims, batch_sum, event_numel
 from probgen.protocol import ModelDistribution
@@ -176,8 +176,7 @@ class EDM(_DiffusionBase):
         """
         x = self._check_x("x", x)
         solver = ODESolver(method, rtol=rtol, atol=atol, steps=steps)
-        if not isinstance(differentiable, bool):
-            raise TypeError(f"differentiable must be a bool, got {type(differentiable).__name__}")
+        check_bool("differentiable", differentiable)
         with torch.set_grad_enabled(differentiable and torch.is_grad_enabled()):
             return denoiser_log_prob(self.denoiser(use_ema=use_ema), x, prior_log_prob=prior_log_prob,
                                      solver=solver, trace=trace, **opts)

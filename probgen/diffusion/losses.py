@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from probgen._checks import (
+    check_bool,
     check_choice,
     check_choice_or_callable,
     check_int,
@@ -261,8 +262,7 @@ def dsm_loss(
     weighting = check_choice_or_callable("weighting", weighting, _DSM_WEIGHTINGS)
     reduction = check_choice("reduction", reduction, _REDUCTIONS)
     eps = check_positive("eps", eps)
-    if not isinstance(importance_sampling, bool):
-        raise TypeError(f"importance_sampling must be a bool, got {type(importance_sampling).__name__}")
+    check_bool("importance_sampling", importance_sampling)
     T = _terminal_time(sde)
     if eps >= T:
         raise ValueError(f"eps must be < sde.T = {T:g}, got {eps}")

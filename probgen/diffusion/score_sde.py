@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from probgen._checks import (
+    check_bool,
     check_choice,
     check_choice_or_callable,
     check_event_shape,
@@ -30,7 +31,7 @@ from probgen._checks import (
     check_tensor,
     check_time,
 )
-from probgen.diffusion._common import (
+from probgen.diffusion.base import (
     _build_net,
     _check_ema_decay,
     _check_shape_tuple,
@@ -178,8 +179,7 @@ class ScoreSDE(_DiffusionBase):
         self.sde = _build_sde(sde)
         self.parameterization = check_choice("parameterization", parameterization, PARAMETERIZATIONS)
         self.loss_weighting = check_choice_or_callable("loss_weighting", loss_weighting, LOSS_WEIGHTINGS)
-        if not isinstance(importance_sampling, bool):
-            raise TypeError(f"importance_sampling must be a bool, got {type(importance_sampling).__name__}")
+        check_bool("importance_sampling", importance_sampling)
         if importance_sampling and self.loss_weighting == "sigma2":
             raise ValueError(
                 "importance_sampling=True is for loss_weighting='likelihood' (or a callable); "

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.distributions import constraints
 
-from probgen._checks import check_choice, check_int, check_positive, check_tensor
+from probgen._checks import check_bool, check_choice, check_int, check_positive, check_tensor
 from probgen.protocol import ModelDistribution
 
 __all__ = [
@@ -846,8 +846,7 @@ class GaussianBernoulliRBM(_RBM):
         super().__init__(n_visible, n_hidden, objective=objective, k=k, num_chains=num_chains,
                          event_shape=event_shape, init_std=init_std)
         self.sigma_init = check_positive("sigma", sigma)
-        if not isinstance(learn_sigma, bool):
-            raise TypeError(f"learn_sigma must be a bool, got {type(learn_sigma).__name__}")
+        check_bool("learn_sigma", learn_sigma)
         self.learn_sigma = learn_sigma
         log_sigma = torch.full((self.n_visible,), math.log(self.sigma_init))
         if learn_sigma:

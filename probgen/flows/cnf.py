@@ -25,7 +25,7 @@ from pyro.distributions import constraints
 from pyro.distributions.torch_transform import TransformModule
 from torch import Tensor, nn
 
-from probgen._checks import check_choice, check_int, check_positive, check_tensor
+from probgen._checks import check_bool, check_choice, check_int, check_positive, check_tensor
 from probgen.ops.ode import FIXED_STEP_METHODS, ODE_METHODS, ODESolver, odeint_logdet
 from probgen.ops.trace import DIVERGENCE_METHODS, PROBE_NOISES
 
@@ -102,8 +102,7 @@ class CNFTransform(TransformModule):
         super().__init__(cache_size=1)
         if not callable(vector_field):
             raise TypeError(f"vector_field must be a callable f(x, t), got {type(vector_field).__name__}")
-        if not isinstance(adjoint, bool):
-            raise TypeError(f"adjoint must be a bool, got {type(adjoint).__name__}")
+        check_bool("adjoint", adjoint)
         if adjoint and not isinstance(vector_field, nn.Module):
             raise TypeError(
                 "adjoint=True needs vector_field to be an nn.Module (its parameters are the adjoint "

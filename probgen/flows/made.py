@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.distributions import constraints
 
-from probgen._checks import check_event_shape, check_int, check_tensor
+from probgen._checks import check_bool, check_event_shape, check_int, check_tensor
 from probgen.protocol import ModelDistribution
 
 __all__ = ["MADE", "MaskedLinear"]
@@ -119,8 +119,7 @@ class MADE(nn.Module):
             raise TypeError(f"hidden must be a non-empty sequence of positive integers, got {hidden!r}")
         self.hidden = tuple(check_int(f"hidden[{i}]", h, minimum=1) for i, h in enumerate(hidden))
         self.num_masks = check_int("num_masks", num_masks, minimum=1)
-        if not isinstance(direct, bool):
-            raise TypeError(f"direct must be a bool, got {type(direct).__name__}")
+        check_bool("direct", direct)
         self.direct = direct
         self.seed = check_int("seed", seed, minimum=0)
         self.event_shape = (self.dim,)

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from probgen._checks import check_choice, check_event_shape, check_events, check_int, check_output_shape, check_tensor
+from probgen._checks import check_bool, check_choice, check_event_shape, check_events, check_int, check_output_shape, check_tensor
 from probgen.ops.ode import ODE_METHODS, ODESolver, odeint_logdet, odeint_velocity
 from probgen.ops.shapes import append_dims, batch_sum, event_numel
 from probgen.protocol import ModelDistribution
@@ -274,8 +274,7 @@ class FlowMatching(nn.Module):
         """
         x = self._check_x("x", x)
         solver = ODESolver(method, rtol=rtol, atol=atol, steps=steps)
-        if not isinstance(differentiable, bool):
-            raise TypeError(f"differentiable must be a bool, got {type(differentiable).__name__}")
+        check_bool("differentiable", differentiable)
         with torch.set_grad_enabled(differentiable and torch.is_grad_enabled()):
             x1, logdet, nfe = odeint_logdet(self._velocity, x, 0.0, 1.0, solver=solver, trace=trace,
                                             batch_size=batch_size, **opts)

@@ -38,7 +38,7 @@ from pyro.distributions.transforms.spline_autoregressive import SplineAutoregres
 from pyro.distributions.transforms.spline_coupling import SplineCoupling as _PyroSplineCoupling
 from torch import Tensor
 
-from probgen._checks import check_nonnegative, check_positive, check_tensor
+from probgen._checks import check_bool, check_nonnegative, check_positive, check_tensor
 
 __all__ = [
     "rational_quadratic_spline",
@@ -153,8 +153,7 @@ def _check_spline_args(inputs: Any, widths: Any, heights: Any, derivatives: Any,
                 f"{name} must have the dtype and device of inputs ({inputs.dtype}, {inputs.device}), "
                 f"got {t.dtype} on {t.device}"
             )
-    if not isinstance(inverse, bool):
-        raise TypeError(f"inverse must be a bool, got {type(inverse).__name__} {inverse!r}")
+    check_bool("inverse", inverse)
     check_positive("bound", bound)
     num_bins = widths.shape[-1]
     if num_bins < 1:

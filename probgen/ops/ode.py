@@ -34,7 +34,7 @@ import torch
 from torch import Tensor, nn
 from torchdiffeq import odeint, odeint_adjoint
 
-from probgen._checks import check_choice, check_int, check_positive, check_tensor
+from probgen._checks import check_bool, check_choice, check_int, check_positive, check_tensor
 from probgen.ops.trace import DIVERGENCE_METHODS, PROBE_NOISES, divergence, sample_probes
 
 __all__ = [
@@ -250,8 +250,7 @@ def odeint_logdet(
     num_probes = check_int("num_probes", num_probes, minimum=1)
     if batch_size is not None:
         batch_size = check_int("batch_size", batch_size, minimum=1)
-    if not isinstance(adjoint, bool):
-        raise TypeError(f"adjoint must be a bool, got {type(adjoint).__name__}")
+    check_bool("adjoint", adjoint)
     if adjoint:
         adjoint_params = tuple(adjoint_params) if adjoint_params is not None else owner_params(velocity)
     elif adjoint_params is not None:

@@ -31,7 +31,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from probgen._checks import check_choice, check_int, check_output_shape, check_positive, check_tensor
+from probgen._checks import check_bool, check_choice, check_int, check_output_shape, check_positive, check_tensor
 from probgen.ops.trace import PROBE_NOISES, divergence, sample_probes
 from probgen.ops.shapes import append_dims, batch_sum
 
@@ -154,8 +154,7 @@ def sliced_score_matching_loss(
     _check_common(score_fn, x, reduction)
     num_projections = check_int("num_projections", num_projections, minimum=1)
     check_choice("noise", noise, PROBE_NOISES)
-    if not isinstance(variance_reduction, bool):
-        raise TypeError(f"variance_reduction must be a bool, got {type(variance_reduction).__name__}")
+    check_bool("variance_reduction", variance_reduction)
     batch = x.shape[0]
     xr = x.detach().repeat(num_projections, *([1] * (x.dim() - 1))).requires_grad_(True)
     v = sample_probes(xr, num_probes=1, noise=noise, generator=generator)[0]

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from probgen._checks import check_choice, check_int, check_output_shape, check_tensor
+from probgen._checks import check_bool, check_choice, check_int, check_output_shape, check_tensor
 from probgen.ops.shapes import batch_sum
 
 __all__ = ["divergence", "divergence_fn", "sample_probes", "DIVERGENCE_METHODS", "PROBE_NOISES"]
@@ -158,8 +158,7 @@ def divergence(
     num_probes = check_int("num_probes", num_probes, minimum=1)
     if chunk_size is not None:
         chunk_size = check_int("chunk_size", chunk_size, minimum=1)
-    if not isinstance(create_graph, bool):
-        raise TypeError(f"create_graph must be a bool, got {type(create_graph).__name__}")
+    check_bool("create_graph", create_graph)
     if probes is not None:
         if method != "hutchinson":
             raise ValueError(f"probes are only used with method='hutchinson', got method={method!r}")

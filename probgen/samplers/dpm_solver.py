@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from probgen._checks import check_choice, check_int, check_interval
+from probgen._checks import check_bool, check_choice, check_int, check_interval
 from probgen.samplers.base import Callback, SampleResult, _check_callback, _CountedScore
 from probgen.samplers.ddim import _check_clip, _check_schedule, _start
 from probgen.sde.discrete import DiscreteSchedule
@@ -263,8 +263,7 @@ def sample_dpm_solver(
     if not t_start > t_end:
         raise ValueError(f"t_start must be > t_end, got t_start={t_start:g}, t_end={t_end:g}")
     for name, flag in (("lower_order_final", lower_order_final), ("denoise_to_zero", denoise_to_zero)):
-        if not isinstance(flag, bool):
-            raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
+        check_bool(name, flag)
     x = _start(shape_or_x, generator=generator, device=device, dtype=dtype)
     pp = algorithm == "dpmsolver++"
     model = _Model(counted, schedule, pp, clip)

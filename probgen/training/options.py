@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from probgen import distributed
 from probgen._checks import (
+    check_bool,
     check_choice_or_callable,
     check_int,
     check_nonnegative,
@@ -90,8 +91,7 @@ def check_fit_args(model: Any, data: Data, *, steps: Any, batch_size: Any, lr: A
     schedule = check_choice_or_callable("lr_schedule", "constant" if lr_schedule is None else lr_schedule, _SCHEDULES)
     log_every = check_int("log_every", log_every, minimum=1)
     for flag_name, flag in (("progress", progress), ("resume", resume)):
-        if not isinstance(flag, bool):
-            raise TypeError(f"{flag_name} must be True or False, got {type(flag).__name__} {flag!r}")
+        check_bool(flag_name, flag)
     if batch_transform is not None and not callable(batch_transform):
         raise TypeError(f"batch_transform must be callable or None, got {type(batch_transform).__name__}")
     if callback is not None and not callable(callback):

@@ -44,6 +44,7 @@ from pyro.nn import ConditionalAutoRegressiveNN
 from torch import Tensor, nn
 
 from probgen._checks import (
+    check_bool,
     check_choice,
     check_events,
     check_int,
@@ -109,8 +110,7 @@ class ObservationModel(nn.Module):
         self.likelihood = check_choice("likelihood", likelihood, LIKELIHOODS)
         self.event_shape = check_event_shape_tuple(event_shape)
         obs_scale = check_positive("obs_scale", obs_scale)
-        if not isinstance(learn_obs_scale, bool):
-            raise TypeError(f"learn_obs_scale must be a bool, got {type(learn_obs_scale).__name__}")
+        check_bool("learn_obs_scale", learn_obs_scale)
         if learn_obs_scale and self.likelihood != "gaussian":
             raise ValueError("learn_obs_scale=True needs likelihood='gaussian'; a Bernoulli model has no scale")
         self.learn_obs_scale = learn_obs_scale

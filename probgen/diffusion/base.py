@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from probgen._checks import check_choice, check_int, check_probability
+from probgen._checks import check_bool, check_choice, check_int, check_probability
 from probgen.nn.ema import ema_update
 from probgen.protocol import ModelDistribution
 
@@ -202,8 +202,7 @@ class _DiffusionBase(nn.Module):
 
         x = self._check_x("x", x)
         trace = check_choice("trace", trace, _TRACES)
-        if not isinstance(differentiable, bool):
-            raise TypeError(f"differentiable must be a bool, got {type(differentiable).__name__}")
+        check_bool("differentiable", differentiable)
         score_fn = functools.partial(self._score, net=self._pick_net(use_ema))
         with torch.set_grad_enabled(differentiable and torch.is_grad_enabled()):
             return ode_log_prob(score_fn, self.sde, x, eps=eps, trace=trace, **opts)

@@ -1,4 +1,4 @@
-"""Tests of the machinery ScoreSDE and DDPM share (probgen.diffusion._common), run over both classes:
+"""Tests of the machinery ScoreSDE and DDPM share (probgen.diffusion.base), run over both classes:
 argument errors that name each model's own network argument, the EMA of the weights against its closed
 form, the probability-flow log_prob's gradient switch, and as_distribution's checks."""
 
