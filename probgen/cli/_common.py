@@ -214,22 +214,27 @@ def _eval_points(recipe, dataset) -> int:
     return min(len(dataset.test), recipe.default_eval_points(dataset) or len(dataset.test))
 
 
-def _measure_cost(recipe, model, dataset, options: dict) -> tuple[float, float]:
+def _measure_cost(recipe, model, dataset, options: dict, *, budget: float | None = None):
     """Seconds of ``recipe.evaluate`` as ``fixed + per_point * n``, measured on probes of 8 and 32 test points
     (a fixed part such as an AIS estimate of log Z is told apart from the per-point solves; a probe that
-    fails, e.g. too few points for a metric, raises and the caller goes without an estimate). The global RNG
+    fails, e.g. too few points for a metric, raises and the caller goes without an estimate). When the small
+    probe alone says the large one would not fit in ``budget`` seconds, the large probe is skipped. Returns
+    ``(fixed, per_point, reports)`` with ``reports[n]`` the table of the probe of ``n`` points, so that a
+    caller that settles on a probe's size reuses it instead of scoring the same points again. The global RNG
     is restored afterwards, so the probes change nothing that follows."""
     import torch
 
     state = torch.get_rng_state()
-    costs = []
+    costs, reports = [], {}
+    small, large = _PROBES
     try:
         for probe in _PROBES:
             start = time.perf_counter()
-            recipe.evaluate(model, dataset, **{**options, "num_points": probe})
+            reports[probe] = recipe.evaluate(model, dataset, **{**options, "num_points": probe})
             costs.append(time.perf_counter() - start)
+            if budget is not None and probe == small and costs[0] * large / small > budget:
+                return 0.0, costs[0] / small, reports
     finally:
         torch.set_rng_state(state)
-    small, large = _PROBES
     per_point = max((costs[1] - costs[0]) / (large - small), costs[1] / large * 0.05, 1e-9)
-    return max(costs[0] - small * per_point, 0.0), per_point
+    return max(costs[0] - small * per_point, 0.0), per_point, reports

@@ -169,22 +169,27 @@ def _post_fit_evaluation(recipe, model, dataset, mode: str, *, progress: bool):
     full = _eval_points(recipe, dataset)
     n = None
     estimate = None
+    probes: dict = {}
     start = time.perf_counter()
     if full > _PROBES[1] and (mode == "quick" or progress):
         try:
-            fixed, per_point = _measure_cost(recipe, model, dataset, {})
+            fixed, per_point, probes = _measure_cost(
+                recipe, model, dataset, {}, budget=_QUICK_EVAL_SECONDS if mode == "quick" else None)
         except (ValueError, RuntimeError):
             fixed = per_point = None
         if per_point is not None:
             estimate = fixed + per_point * full
             if mode == "quick" and estimate > _QUICK_EVAL_SECONDS:
-                fit_points = max((_QUICK_EVAL_SECONDS - fixed) / per_point, _PROBES[1])
-                n = min(full, max(_PROBES[1], 2 ** int(math.log2(fit_points))))
+                fit_points = max((_QUICK_EVAL_SECONDS - fixed) / per_point, _PROBES[0])
+                n = min(full, max(_PROBES[0], 2 ** int(math.log2(fit_points))))
                 estimate = fixed + per_point * n
     points = full if n is None else n
-    with _progress.timed(f"evaluating on {points} test points", estimate or 0.1,
-                         enabled=progress and estimate is not None):
-        report = recipe.evaluate(model, dataset, num_points=n)
+    if n is not None and n in probes:  # the probe already scored exactly these points
+        report = probes[n]
+    else:
+        with _progress.timed(f"evaluating on {points} test points", estimate or 0.1,
+                             enabled=progress and estimate is not None):
+            report = recipe.evaluate(model, dataset, num_points=n)
     seconds = time.perf_counter() - start
     if n is None or n >= full:
         what = (f"evaluation ({mode}) in {seconds:.1f} s: {full} test points"

@@ -126,7 +126,7 @@ def _evaluate_with_progress(recipe, model, dataset, *, progress: bool, **options
     estimate = None
     if progress and full > _PROBES[1]:
         try:
-            fixed, per_point = _measure_cost(recipe, model, dataset, options)
+            fixed, per_point, _ = _measure_cost(recipe, model, dataset, options)
             estimate = fixed + per_point * full
         except (ValueError, RuntimeError):
             pass
