@@ -426,3 +426,29 @@ def test_an_unwritable_out_folder_is_refused_before_any_work(tmp_path, capsys, m
     monkeypatch.setattr(cli.sample_eval, "_load_model", lambda *a, **k: pytest.fail("work started before --out was checked"))
     code, _, err = _run(capsys, "sample", str(run), "-n", "5", "--out", str(locked / "s.npy"))
     assert code == 2 and "--out" in err and "is not writable" in err, err
+
+
+def test_quick_evaluation_reuses_its_probe_and_skips_a_probe_that_cannot_fit(monkeypatch):
+    """--eval quick: when 8 points already say 32 would not fit in the budget, the 32-point probe is skipped and
+    the 8-point probe's table is the evaluation (no point is scored twice)."""
+    import time
+    from types import SimpleNamespace
+
+    import probgen.cli.fit as fit_cmd
+
+    calls = []
+
+    class SlowRecipe:
+        def default_eval_points(self, dataset):
+            return None
+
+        def evaluate(self, model, dataset, *, num_points=None):
+            calls.append(num_points)
+            time.sleep(0.01 * (num_points or len(dataset.test)))
+            return {"n": num_points}
+
+    monkeypatch.setattr(fit_cmd, "_QUICK_EVAL_SECONDS", 0.1)
+    dataset = SimpleNamespace(test=list(range(100)))
+    report, what = fit_cmd._post_fit_evaluation(SlowRecipe(), None, dataset, "quick", progress=False)
+    assert calls == [8] and report == {"n": 8}
+    assert "the first 8 of 100 test points" in what
