@@ -43,3 +43,18 @@ def guided(prior, likelihood, x: Tensor, t: Tensor, kind: str) -> tuple[Tensor, 
             ll = likelihood.log_prob(x0)
         (g,) = torch.autograd.grad(ll.sum(), xg)
     return ll.detach(), g, x0.detach()
+
+
+def guided_reverse(prior, likelihood, num_samples: int, *, steps: int, scale: float, generator, kind: str) -> dict:
+    """The guided ancestral reverse chain shared by DPS and ΠGDM: at each step from ``t`` to ``s``,
+    ``x_s = mean(x_t, x̂₀) + scale · c · g + std · z`` with ``g`` the likelihood guidance of ``kind``
+    (:func:`guided`), then the last denoised state. Returns ``{"samples": (num_samples, *event)}``."""
+    ts = prior.times(steps)
+    x = prior.prior(num_samples, generator)
+    for i in range(steps):
+        t, s = ts[i], ts[i + 1]
+        _, g, x0 = guided(prior, likelihood, x, t, kind)
+        mean, std, c = prior.ancestral(x, x0, t, s)
+        x = mean + scale * c * g + std * torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+    with torch.no_grad():
+        return {"samples": prior.denoise(x, ts[-1])}

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from probgen._checks import check_int, check_nonnegative
-from probgen.infer.posterior._guidance import guided
+from probgen.infer.posterior._guidance import guided_reverse
 
 __all__ = ["pigdm"]
 
@@ -36,12 +36,4 @@ def pigdm(prior, likelihood, num_samples: int, *, steps: int = 200, scale: float
     """
     steps = check_int("steps", steps, minimum=1)
     scale = check_nonnegative("scale", scale)
-    ts = prior.times(steps)
-    x = prior.prior(num_samples, generator)
-    for i in range(steps):
-        t, s = ts[i], ts[i + 1]
-        _, g, x0 = guided(prior, likelihood, x, t, "pigdm")
-        mean, std, c = prior.ancestral(x, x0, t, s)
-        x = mean + scale * c * g + std * torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-    with torch.no_grad():
-        return {"samples": prior.denoise(x, ts[-1])}
+    return guided_reverse(prior, likelihood, num_samples, steps=steps, scale=scale, generator=generator, kind="pigdm")
