@@ -51,7 +51,7 @@ import torch
 from torch import Tensor, nn
 
 from probgen._checks import check_nonnegative
-from probgen.gan.adversarial import AdversarialModel
+from probgen.gan.adversarial import BATCH_MODES, AdversarialModel  # noqa: F401 - BATCH_MODES used to live here
 from probgen.gan.losses import (
     _penalty,
     discriminator_loss,
