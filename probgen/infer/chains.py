@@ -206,9 +206,10 @@ def run_chains(
         jitter: ``j ∈ [0, 1]``, how much each chain's transition is randomised, afresh every iteration
             and independently of the state (so each transition stays reversible); what is randomised is
             ``jitter_kind``. Default for HMC: ``j = 0.75`` with ``jitter_kind="trajectory"`` (``L_i`` uniform
-            on ``{⌈L/4⌉, ..., L}``) and ``j = 0.2`` with ``"step_size"``; 0 (off) for the other kernels. HMC with a fixed trajectory ``T = Lh`` is periodic on Gaussian directions: near
-            ``T = π`` it maps ``x`` to about ``-x`` (antithetic draws: lag-1 autocorrelation of ``x`` near
-            -1, of ``x²`` near +1), and ESS and R-hat mislead (Neal 2011, §5.4.2.2; Mackenzie 1989).
+            on ``{⌈L/4⌉, ..., L}``) and ``j = 0.2`` with ``"step_size"``; 0 (off) for the other kernels.
+            HMC with a fixed trajectory ``T = Lh`` is periodic on Gaussian directions: near ``T = π`` it
+            maps ``x`` to about ``-x`` (antithetic draws: lag-1 autocorrelation of ``x`` near -1, of ``x²``
+            near +1), and ESS and R-hat mislead (Neal 2011, §5.4.2.2; Mackenzie 1989).
         jitter_kind: ``"trajectory"`` (HMC only): the number of leapfrog steps is drawn uniformly from
             ``{⌈(1 - j) L⌉, ..., L}`` (``L = num_leapfrog``; chains that stop early wait for the others,
             so an iteration still costs ``L`` gradients, and no step is longer than ``h``);

@@ -1,5 +1,6 @@
-"""The layout of probgen.gan: objectives in `losses`, networks in `nets`, the two-player machinery in `adversarial`,
-the two families in `models`; the public names stay in `probgen.gan`, and the old single module `probgen.gan.gan` still imports with a DeprecationWarning."""
+"""The layout of probgen.gan: objectives in `losses`, networks in `nets`, the two-player machinery in
+`adversarial`, the two families in `models`; the public names stay in `probgen.gan`, and the old single module
+`probgen.gan.gan` still imports with a DeprecationWarning."""
 
 from __future__ import annotations
 
