@@ -111,7 +111,7 @@ JITTER_OPTIONS: dict[str, dict] = {
 }
 
 
-def jitter_study(*, quick: bool = False, dtype: torch.dtype = torch.float64) -> Section:
+def jitter_study(*, quick: bool = False, dtype: torch.dtype = torch.float64, seed: int = 1) -> Section:
     """Batched HMC under each of :data:`JITTER_OPTIONS` on three Gaussian cases (docs/mcmc.md, issue 16).
 
     * the 10-D correlated Gaussian of :func:`run` (500 chains, 300 warmup + 500 draws, L = 8, step size and
@@ -119,6 +119,8 @@ def jitter_study(*, quick: bool = False, dtype: torch.dtype = torch.float64) -> 
     * N(0, 1) and N(0, I_10) with the trajectory fixed near π (h = π/10, L = 10, no adaptation, 400 chains of
       200 draws started at exact draws): the antithetic case, lag-1 autocorrelation of x near -1 and of x² near +1
       without jitter.
+
+    ``seed`` seeds the initial points, ``seed + 1`` the chains (the same for every option).
     """
     warm_up()
     t_section = time.perf_counter()
@@ -132,18 +134,19 @@ def jitter_study(*, quick: bool = False, dtype: torch.dtype = torch.float64) -> 
                            adapt_step_size=False, adapt_mass_matrix=False), 400))
     sec = Section(
         "Batched HMC: trajectory and step-size jitter",
-        "probgen `run_chains(kernel='hmc')` under each jitter option, same seeds. ESS = ArviZ bulk ESS, minimum "
-        "over the coordinates of x and of x²; R-hat = ArviZ rank R-hat, maximum over the same; lag-1 = the "
+        f"probgen `run_chains(kernel='hmc')` under each jitter option, same seeds ({seed}, {seed + 1}). ESS = "
+        "ArviZ bulk ESS, minimum over the coordinates of x and of x²; R-hat = ArviZ rank R-hat, maximum over the same; lag-1 = the "
         "autocorrelation at lag 1 pooled over chains, the coordinate of largest magnitude. " + str(dtype) + ".",
     )
     table = sec.table("jitter options", ["case", "jitter", "min bulk ESS (x, x²)", "max R-hat", "lag-1 x",
                                          "lag-1 x²", "accept", "wall s"])
     for label, potential, dim, kw, num_chains in cases:
         # as bench_batched; for N(0, I) these are exact draws, so no warmup is needed
-        init = torch.randn(num_chains, dim, dtype=dtype, generator=torch.Generator().manual_seed(1))
+        init = torch.randn(num_chains, dim, dtype=dtype, generator=torch.Generator().manual_seed(seed))
         for name, opts in JITTER_OPTIONS.items():
             t0 = time.perf_counter()
-            res = run_chains(potential, init, kernel="hmc", generator=torch.Generator().manual_seed(2), **kw, **opts)
+            res = run_chains(potential, init, kernel="hmc", generator=torch.Generator().manual_seed(seed + 1),
+                             **kw, **opts)
             wall = time.perf_counter() - t0
             st = chain_stats(res.samples)
             table.add(label, name, st["ess"], f"{st['rhat']:.3f}", f"{st['lag1_x']:+.2f}", f"{st['lag1_x2']:+.2f}",
@@ -391,11 +394,12 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--jitter-study", action="store_true",
                         help="compare batched HMC's jitter options (docs/mcmc.md) instead of the ESS/s table")
+    parser.add_argument("--seed", type=int, default=1, help="--jitter-study: seed of the initial points (chains: +1)")
     args = parser.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     dtype = torch.float32 if args.float32 else torch.float64
     if args.jitter_study:
-        print(jitter_study(quick=args.quick, dtype=dtype).text())
+        print(jitter_study(quick=args.quick, dtype=dtype, seed=args.seed).text())
         return
     print(run(quick=args.quick, device=args.device, num_chains=args.chains, dtype=dtype).text())
 
