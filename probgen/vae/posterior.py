@@ -1,4 +1,4 @@
-"""The amortised posterior ``q_φ(z | x)`` of :class:`~probgen.vae.VAE`: a diagonal Gaussian, optionally pushed
+r"""The amortised posterior ``q_φ(z | x)`` of :class:`~probgen.vae.VAE`: a diagonal Gaussian, optionally pushed
 through conditional flow layers (inverse autoregressive or affine coupling) given a context ``h(x)``.
 
 .. math::
