@@ -25,6 +25,8 @@ from probgen._checks import (
     check_interval,
     check_output_shape,
     check_positive,
+    check_shape_arg,
+    check_widths,
 )
 from probgen.gan.conv_nets import ConvDiscriminator, ConvGenerator
 from probgen.gan.losses import sample_diversity
@@ -69,34 +71,10 @@ def _grad_norm(params: Sequence[Tensor], like: Tensor) -> Tensor:
     return torch.linalg.vector_norm(torch.stack(norms)) if norms else like.new_zeros(())
 
 
-def _check_event_shape_arg(event_shape: Any) -> tuple[int, ...]:
-    if isinstance(event_shape, int) and not isinstance(event_shape, bool):
-        event_shape = (event_shape,)
-    if isinstance(event_shape, torch.Size):
-        event_shape = tuple(event_shape)
-    if not isinstance(event_shape, (tuple, list)) or len(event_shape) == 0:
-        raise TypeError(
-            "event_shape must be a dimension (int >= 1) or a non-empty sequence of ints such as (2,) or (1, 8, 8), "
-            f"got {event_shape!r}"
-        )
-    return tuple(check_int(f"event_shape[{i}]", s, minimum=1) for i, s in enumerate(event_shape))
-
-
 def _check_conv_channels(channels: Any, event_shape: tuple[int, ...]) -> tuple[int, ...]:
     if len(event_shape) != 3:
         raise ValueError(f"conv_channels needs an image event shape (C, H, W), got {event_shape}")
-    if isinstance(channels, int) or not isinstance(channels, (tuple, list)) or not channels:
-        raise TypeError(f"conv_channels must be a non-empty sequence of channel counts such as (64, 128), "
-                        f"got {channels!r}")
-    return tuple(check_int(f"conv_channels[{i}]", c, minimum=1) for i, c in enumerate(channels))
-
-
-def _check_hidden(hidden: Any) -> tuple[int, ...]:
-    if isinstance(hidden, int) and not isinstance(hidden, bool):
-        hidden = (hidden,)
-    if not isinstance(hidden, (tuple, list)):
-        raise TypeError(f"hidden must be a sequence of layer widths such as (128, 128), got {hidden!r}")
-    return tuple(check_int(f"hidden[{i}]", h, minimum=1) for i, h in enumerate(hidden))
+    return check_widths("conv_channels", channels, min_len=1)
 
 
 def _check_betas(betas: Any) -> tuple[float, float]:
@@ -178,9 +156,9 @@ class AdversarialModel(nn.Module):
         num_updates: int = 1,
     ) -> None:
         super().__init__()
-        self.event_shape = _check_event_shape_arg(event_shape)
+        self.event_shape = check_shape_arg("event_shape", event_shape)
         self.latent_dim = check_int("latent_dim", latent_dim, minimum=1)
-        self.hidden = _check_hidden(hidden)
+        self.hidden = check_widths("hidden", hidden)
         if isinstance(activation, str):
             check_choice("activation", activation, tuple(ACTIVATIONS))
         elif not callable(activation):

@@ -55,9 +55,10 @@ from probgen._checks import (
     check_int,
     check_nonnegative,
     check_output_shape,
+    check_widths,
 )
 from probgen.protocol import ModelDistribution
-from probgen.vae.nets import DEFAULT_HIDDEN, Classifier, Decoder, GaussianEncoder, _hidden, check_event_shape_tuple
+from probgen.vae.nets import DEFAULT_HIDDEN, Classifier, Decoder, GaussianEncoder, check_event_shape_tuple
 from probgen.vae.iwae import iwae_distribution, log_mean_exp_chunked, particle_chunk, standard_normal_particles
 from probgen.vae.observation import LIKELIHOODS, ObservationModel
 
@@ -123,7 +124,7 @@ class ConditionalVAE(nn.Module):
         self.latent_dim = check_int("latent_dim", latent_dim, minimum=1)
         check_choice("likelihood", likelihood, LIKELIHOODS)
         self.alpha = check_nonnegative("alpha", alpha)
-        self.hidden = _hidden(hidden)
+        self.hidden = check_widths("hidden", hidden, min_len=1)
         self.activation = activation
         nets = (("encoder", encoder), ("decoder", decoder), ("classifier", classifier))
         for name, net in nets:

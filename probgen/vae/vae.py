@@ -41,7 +41,7 @@ from pyro import poutine
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from torch import Tensor, nn
 
-from probgen._checks import check_choice, check_events, check_int, check_output_shape
+from probgen._checks import check_choice, check_events, check_int, check_output_shape, check_widths
 from probgen.protocol import ModelDistribution
 from probgen.vae.conv import ConvDecoder, ConvEncoder
 from probgen.vae.iwae import (
@@ -50,7 +50,7 @@ from probgen.vae.iwae import (
     particle_chunk,
     standard_normal_particles,
 )
-from probgen.vae.nets import DEFAULT_HIDDEN, Decoder, GaussianEncoder, _hidden, check_event_shape_tuple
+from probgen.vae.nets import DEFAULT_HIDDEN, Decoder, GaussianEncoder, check_event_shape_tuple
 from probgen.vae.observation import LIKELIHOODS, ObservationModel
 from probgen.vae.posterior import POSTERIORS, build_posterior_flows, condition_flows, sample_posterior
 
@@ -178,7 +178,7 @@ class VAE(nn.Module):
         for name, net in (("encoder", encoder), ("decoder", decoder)):
             if net is not None and not isinstance(net, nn.Module):
                 raise TypeError(f"{name} must be a torch.nn.Module or None (built-in net), got {type(net).__name__}")
-        self.hidden = _hidden(hidden)
+        self.hidden = check_widths("hidden", hidden, min_len=1)
         self.activation = activation
         self._custom = tuple(n for n, net in (("encoder", encoder), ("decoder", decoder)) if net is not None)
         if event_shape is None:
@@ -188,7 +188,7 @@ class VAE(nn.Module):
         self.event_shape = check_event_shape_tuple(event_shape)
 
         uses_flow = self.posterior_kind != "gaussian"
-        self.conv_channels = None if conv_channels is None else _hidden(conv_channels)
+        self.conv_channels = None if conv_channels is None else check_widths("conv_channels", conv_channels, min_len=1)
         if self.conv_channels is not None and len(self.event_shape) != 3:
             raise ValueError(f"conv_channels needs an image event_shape (C, H, W), got {self.event_shape}")
         if encoder is None and self.conv_channels is not None:
@@ -215,7 +215,7 @@ class VAE(nn.Module):
             likelihood, self.event_shape, obs_scale=obs_scale, learn_obs_scale=learn_obs_scale
         )
         self.flow_hidden = (
-            _hidden(flow_hidden) if flow_hidden is not None else (max(64, 10 * self.latent_dim),)
+            check_widths("flow_hidden", flow_hidden, min_len=1) if flow_hidden is not None else (max(64, 10 * self.latent_dim),)
         )
         self.flows = (
             build_posterior_flows(self.posterior_kind, self.latent_dim, self.context_dim, self.num_flows,
