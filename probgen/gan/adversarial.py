@@ -9,6 +9,7 @@ that :func:`probgen.fit` calls, its diagnostics and the checkpoint ``config()``.
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -131,6 +132,7 @@ class AdversarialModel(nn.Module):
             recorded by ``config()`` so that checkpoints rebuild them.
         num_updates: ``k``, discriminator (critic) updates per generator update; a subclass exposes it under
             its paper's name (``_num_updates_name``: ``d_steps`` for GAN, ``n_critic`` for WGAN-GP).
+        num_updates_name: deprecated (warns): that name, now the class attribute ``_num_updates_name``.
 
     Attributes:
         generator: ``G: (B, latent_dim) -> (B, *event_shape)``.
@@ -154,6 +156,7 @@ class AdversarialModel(nn.Module):
         batch_mode: str = "reuse",
         conv_channels: Sequence[int] | None = None,
         num_updates: int = 1,
+        num_updates_name: str | None = None,
     ) -> None:
         super().__init__()
         self.event_shape = check_shape_arg("event_shape", event_shape)
@@ -167,6 +170,10 @@ class AdversarialModel(nn.Module):
         self.activation = activation
         self.betas = _check_betas(self._betas_default if betas is None else betas)
         self.batch_mode = check_choice("batch_mode", batch_mode, BATCH_MODES)
+        if num_updates_name is not None:  # the old way of naming k, before the class attribute
+            warnings.warn("AdversarialModel(num_updates_name=...) is deprecated: set the class attribute "
+                          "_num_updates_name in the subclass", DeprecationWarning, stacklevel=2)
+            self._num_updates_name = num_updates_name
         self.num_updates = check_int(self._num_updates_name, num_updates, minimum=1)
         for name, net in (("generator", generator), ("discriminator", discriminator)):
             if net is not None and not isinstance(net, nn.Module):

@@ -36,3 +36,13 @@ def test_the_old_module_is_a_deprecated_alias():
     with pytest.warns(DeprecationWarning, match=r"probgen.gan.gan is deprecated: import from probgen.gan"):
         old = importlib.import_module("probgen.gan.gan")
     assert old.GAN is gan.GAN and old.gradient_penalty is gan.gradient_penalty and old.__all__ == gan.__all__
+
+
+def test_num_updates_name_argument_is_deprecated():
+    class Custom(gan.GAN):
+        def __init__(self, event_shape, *, k=1, **options):
+            gan.AdversarialModel.__init__(self, event_shape, num_updates=k, num_updates_name="k", **options)
+
+    with pytest.warns(DeprecationWarning, match="num_updates_name=...\\) is deprecated"):
+        m = Custom(2, k=3, hidden=(4,))
+    assert m.num_updates == 3 and m.config()["k"] == 3
