@@ -5,7 +5,10 @@
 from __future__ import annotations
 
 import importlib
+import inspect
+import pkgutil
 import sys
+import warnings
 
 import pytest
 
@@ -46,3 +49,11 @@ def test_num_updates_name_argument_is_deprecated():
     with pytest.warns(DeprecationWarning, match="num_updates_name=...\\) is deprecated"):
         m = Custom(2, k=3, hidden=(4,))
     assert m.num_updates == 3 and m.config()["k"] == 3
+
+
+def test_no_module_is_over_500_lines():
+    for info in pkgutil.iter_modules(gan.__path__):
+        with warnings.catch_warnings():  # probgen.gan.gan, the deprecated alias, warns on import
+            warnings.simplefilter("ignore", DeprecationWarning)
+            module = importlib.import_module(f"probgen.gan.{info.name}")
+        assert len(inspect.getsource(module).splitlines()) <= 500, module.__name__
