@@ -18,8 +18,9 @@ numpyro and jax are installed.
 
 Usage::
 
-    python benchmarks/bench_mcmc.py            # C = 500 chains
-    python benchmarks/bench_mcmc.py --quick    # a smaller run (~1-2 min on 2 cores)
+    python benchmarks/bench_mcmc.py                  # C = 500 chains
+    python benchmarks/bench_mcmc.py --quick          # a smaller run (~1-2 min on 2 cores)
+    python benchmarks/bench_mcmc.py --jitter-study   # batched HMC: which trajectory / step-size jitter (docs/mcmc.md)
 
 No timing is asserted anywhere; this script only prints.
 """
@@ -27,6 +28,7 @@ No timing is asserted anywhere; this script only prints.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import time
 import warnings
@@ -48,7 +50,7 @@ try:
 except ImportError:
     from common import Section, optional_import, warm_up  # type: ignore[no-redef]  # noqa: E402
 
-__all__ = ["run", "make_targets", "Target"]
+__all__ = ["run", "make_targets", "Target", "jitter_study", "JITTER_OPTIONS"]
 
 D = 10
 
@@ -79,6 +81,80 @@ def min_bulk_ess(samples: torch.Tensor) -> float:
         warnings.simplefilter("ignore", UserWarning)
         ess = diagnostics.ess({"x": samples, "x2": samples**2}, method="bulk")
         return min(float(v.min()) for v in ess.values())
+
+
+def lag1(samples: torch.Tensor) -> torch.Tensor:
+    """samples (chains, draws, D) -> lag-1 autocorrelation per coordinate, pooled over chains, ``(D,)``."""
+    c = samples - samples.mean((0, 1))
+    return (c[:, 1:] * c[:, :-1]).mean((0, 1)) / (c**2).mean((0, 1))
+
+
+def chain_stats(samples: torch.Tensor) -> dict:
+    """Min bulk ESS and max R-hat over the coordinates of x and x², and the lag-1 autocorrelations of x and x²
+    of largest magnitude over the coordinates."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        rhat = diagnostics.rhat({"x": samples, "x2": samples**2})
+    r_x, r_x2 = lag1(samples), lag1(samples**2)
+    return {"ess": min_bulk_ess(samples), "rhat": max(float(v.max()) for v in rhat.values()),
+            "lag1_x": float(r_x[r_x.abs().argmax()]), "lag1_x2": float(r_x2[r_x2.abs().argmax()])}
+
+
+#: the batched-HMC jitter options compared by :func:`jitter_study`: label -> run_chains keywords
+JITTER_OPTIONS: dict[str, dict] = {
+    "none": {"jitter": 0.0},
+    "step size ±10 %": {"jitter_kind": "step_size", "jitter": 0.1},
+    "step size ±20 %": {"jitter_kind": "step_size", "jitter": 0.2},
+    "trajectory {⌈L/2⌉..L}": {"jitter_kind": "trajectory", "jitter": 0.5},
+    "trajectory {⌈L/4⌉..L}": {"jitter_kind": "trajectory", "jitter": 0.75},
+    "trajectory {1..L}": {"jitter_kind": "trajectory", "jitter": 1.0},
+}
+
+
+def jitter_study(*, quick: bool = False, dtype: torch.dtype = torch.float64, seed: int = 1) -> Section:
+    """Batched HMC under each of :data:`JITTER_OPTIONS` on three Gaussian cases (docs/mcmc.md, issue 16).
+
+    * the 10-D correlated Gaussian of :func:`run` (500 chains, 300 warmup + 500 draws, L = 8, step size and
+      diagonal mass adapted): what the ESS/s table measures;
+    * N(0, 1) and N(0, I_10) with the trajectory fixed near π (h = π/10, L = 10, no adaptation, 400 chains of
+      200 draws started at exact draws): the antithetic case, lag-1 autocorrelation of x near -1 and of x² near +1
+      without jitter.
+
+    ``seed`` seeds the initial points, ``seed + 1`` the chains (the same for every option).
+    """
+    warm_up()
+    t_section = time.perf_counter()
+    chains, warmup, samples = (200, 200, 300) if quick else (500, 300, 500)
+    mean, cov = gaussian(dtype)
+    cases = [("10-D correlated Gaussian, adapted, L = 8", Potential(mean, cov), D,
+              dict(num_samples=samples, warmup_steps=warmup, num_leapfrog=8), chains)]
+    for dim in (1, 10):
+        cases.append((f"N(0, I_{dim}), h = π/10, L = 10 (T = π)", lambda x: 0.5 * (x**2).sum(-1), dim,
+                      dict(num_samples=200, warmup_steps=0, num_leapfrog=10, step_size=0.1 * math.pi,
+                           adapt_step_size=False, adapt_mass_matrix=False), 400))
+    sec = Section(
+        "Batched HMC: trajectory and step-size jitter",
+        f"probgen `run_chains(kernel='hmc')` under each jitter option, same seeds ({seed}, {seed + 1}). ESS = "
+        "ArviZ bulk ESS, minimum over the coordinates of x and of x²; R-hat = ArviZ rank R-hat, maximum over the same; lag-1 = the "
+        "autocorrelation at lag 1 pooled over chains, the coordinate of largest magnitude. " + str(dtype) + ".",
+    )
+    table = sec.table("jitter options", ["case", "jitter", "min bulk ESS (x, x²)", "max R-hat", "lag-1 x",
+                                         "lag-1 x²", "accept", "wall s"])
+    for label, potential, dim, kw, num_chains in cases:
+        # as bench_batched; for N(0, I) these are exact draws, so no warmup is needed
+        init = torch.randn(num_chains, dim, dtype=dtype, generator=torch.Generator().manual_seed(seed))
+        for name, opts in JITTER_OPTIONS.items():
+            t0 = time.perf_counter()
+            res = run_chains(potential, init, kernel="hmc", generator=torch.Generator().manual_seed(seed + 1),
+                             **kw, **opts)
+            wall = time.perf_counter() - t0
+            st = chain_stats(res.samples)
+            table.add(label, name, st["ess"], f"{st['rhat']:.3f}", f"{st['lag1_x']:+.2f}", f"{st['lag1_x2']:+.2f}",
+                      float(res.acceptance_rate().mean()), wall)
+    sec.notes.append("Every option costs the same L gradients per iteration (chains whose trajectory stops early "
+                     "wait for the others), so the ESS column compares them at equal cost.")
+    sec.seconds = time.perf_counter() - t_section
+    return sec
 
 
 class Target:
@@ -249,7 +325,8 @@ def run(*, quick: bool = False, device: str = "cpu", num_chains: int | None = No
         f"HMC with 8 leapfrog steps, step size and diagonal mass adapted); Pyro NUTS one chain; "
         f"NumPyro NUTS {np_chains} vectorized chains (wall time includes JIT). {dtype}, one thread. "
         "ESS = ArviZ bulk ESS, minimum over the coordinates of x and of x²; HMC's trajectory length "
-        "jittered per chain (run_chains' default); wall time includes warmup.",
+        "jittered per chain, uniform on {⌈L/4⌉..L} (run_chains' default; `--jitter-study` compares the options); "
+        "wall time includes warmup.",
     )
     if not jax_ok:
         sec.notes.append("numpyro/jax are not installed: the NumPyro NUTS rows were skipped (`pip install numpyro`).")
@@ -315,9 +392,15 @@ def main() -> None:
     parser.add_argument("--chains", type=int, default=None, help="number of batched chains")
     parser.add_argument("--float32", action="store_true", help="run in float32 (default float64)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--jitter-study", action="store_true",
+                        help="compare batched HMC's jitter options (docs/mcmc.md) instead of the ESS/s table")
+    parser.add_argument("--seed", type=int, default=1, help="--jitter-study: seed of the initial points (chains: +1)")
     args = parser.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     dtype = torch.float32 if args.float32 else torch.float64
+    if args.jitter_study:
+        print(jitter_study(quick=args.quick, dtype=dtype, seed=args.seed).text())
+        return
     print(run(quick=args.quick, device=args.device, num_chains=args.chains, dtype=dtype).text())
 
 

@@ -27,6 +27,8 @@ __all__ = [
     "check_tensor",
     "check_event_shape",
     "check_events",
+    "check_shape_arg",
+    "check_widths",
     "check_bool",
     "check_time",
     "check_interval",
@@ -208,6 +210,41 @@ def check_event_shape(name: str, x: Tensor, event_shape: Sequence[int]) -> Tenso
             f"{name} must have shape (batch, {', '.join(map(str, event_shape))}), got {tuple(x.shape)}"
         )
     return x
+
+
+def check_shape_arg(name: str, value: Any) -> tuple[int, ...]:
+    """A shape argument (``event_shape=``) as a tuple of positive ints; an int ``n`` means ``(n,)``.
+
+    Example:
+        >>> check_shape_arg("event_shape", 64), check_shape_arg("event_shape", [1, 8, 8])
+        ((64,), (1, 8, 8))
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = (value,)
+    if isinstance(value, torch.Size):
+        value = tuple(value)
+    if not isinstance(value, (tuple, list)) or len(value) == 0:
+        raise TypeError(f"{name} must be a dimension (int >= 1) or a non-empty sequence of positive ints such as "
+                        f"(2,) or (1, 8, 8), got {value!r}")
+    return tuple(check_int(f"{name}[{i}]", s, minimum=1) for i, s in enumerate(value))
+
+
+def check_widths(name: str, value: Any, *, min_len: int = 0) -> tuple[int, ...]:
+    """Layer widths or channel counts (``hidden=``, ``channels=``) as a tuple of positive ints; an int ``n`` means
+    ``(n,)``; at least ``min_len`` of them.
+
+    Example:
+        >>> check_widths("hidden", (128, 128)), check_widths("hidden", 64)
+        ((128, 128), (64,))
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = (value,)
+    if not isinstance(value, Sequence) or isinstance(value, str):
+        raise TypeError(f"{name} must be a sequence of positive ints (layer widths or channel counts) such as "
+                        f"(128, 128), got {value!r}")
+    if len(value) < min_len:
+        raise ValueError(f"{name} must hold at least {min_len} width(s), e.g. (256, 256), got {value!r}")
+    return tuple(check_int(f"{name}[{i}]", w, minimum=1) for i, w in enumerate(value))
 
 
 def check_interval(name: str, value: Any, low: float, high: float) -> float:

@@ -7,8 +7,9 @@ recording the diagnostics (``d_loss``, ``g_loss``, ``d_acc`` / ``gp`` / ``wasser
 mode-collapse count) lives in :mod:`probgen.metrics` and is re-exported here. See ``docs/gan.md``.
 
 Modules: :mod:`~probgen.gan.losses` (the objectives and ``sample_diversity``), :mod:`~probgen.gan.nets`
-(the built-in MLP generator and discriminator), :mod:`~probgen.gan.models` (``AdversarialModel``, ``GAN``,
-``WGANGP``).
+(the built-in MLP generator and discriminator), :mod:`~probgen.gan.conv_nets` (DCGAN-style image nets),
+:mod:`~probgen.gan.adversarial` (``AdversarialModel``, the shared two-player machinery, and ``BATCH_MODES``),
+:mod:`~probgen.gan.models` (``GAN``, ``WGANGP``: the two objectives).
 """
 
 from __future__ import annotations
@@ -21,22 +22,12 @@ from probgen.gan.losses import (
     wasserstein_critic_loss,
     wasserstein_generator_loss,
 )
-from probgen.gan.models import BATCH_MODES, GAN, WGANGP, AdversarialModel
+from probgen.gan.adversarial import BATCH_MODES, AdversarialModel
+from probgen.gan.models import GAN, WGANGP
+from probgen.gan import adversarial, losses, models  # for their __all__
 from probgen.metrics.coverage import mode_coverage  # re-exported: probgen.gan.mode_coverage predates its move
 
-__all__ = [
-    "GAN",
-    "WGANGP",
-    "AdversarialModel",
-    "BATCH_MODES",
-    "discriminator_loss",
-    "nonsaturating_generator_loss",
-    "wasserstein_critic_loss",
-    "wasserstein_generator_loss",
-    "gradient_penalty",
-    "sample_diversity",
-    "mode_coverage",
-]
+__all__ = [*models.__all__, *adversarial.__all__, *losses.__all__, "mode_coverage"]
 
 
 def __getattr__(name: str):

@@ -1,4 +1,5 @@
-"""Deprecated: the old single module of :mod:`probgen.gan`, split into ``losses``, ``nets`` and ``models``.
+"""Deprecated: the old single module of :mod:`probgen.gan`, split into ``losses``, ``nets``,
+``adversarial`` and ``models``.
 
 Import from :mod:`probgen.gan` instead; this alias will be removed in a later release.
 """
@@ -23,4 +24,4 @@ from probgen.gan import (  # noqa: F401 - re-exported
 )
 
 warnings.warn("probgen.gan.gan is deprecated: import from probgen.gan (the code now lives in probgen.gan.losses, "
-              "probgen.gan.nets and probgen.gan.models)", DeprecationWarning, stacklevel=2)
+              "probgen.gan.nets, probgen.gan.adversarial and probgen.gan.models)", DeprecationWarning, stacklevel=2)

@@ -55,17 +55,12 @@ from probgen._checks import (
     check_int,
     check_nonnegative,
     check_output_shape,
+    check_widths,
 )
 from probgen.protocol import ModelDistribution
-from probgen.vae.nets import DEFAULT_HIDDEN, Classifier, Decoder, GaussianEncoder, _hidden, check_event_shape_tuple
-from probgen.vae.vae import (
-    LIKELIHOODS,
-    ObservationModel,
-    _iwae_distribution,
-    _particle_chunk,
-    log_mean_exp_chunked,
-    standard_normal_particles,
-)
+from probgen.vae.nets import DEFAULT_HIDDEN, Classifier, Decoder, GaussianEncoder, check_event_shape_tuple
+from probgen.vae.iwae import iwae_distribution, log_mean_exp_chunked, particle_chunk, standard_normal_particles
+from probgen.vae.observation import LIKELIHOODS, ObservationModel
 
 __all__ = ["ConditionalVAE"]
 
@@ -129,7 +124,7 @@ class ConditionalVAE(nn.Module):
         self.latent_dim = check_int("latent_dim", latent_dim, minimum=1)
         check_choice("likelihood", likelihood, LIKELIHOODS)
         self.alpha = check_nonnegative("alpha", alpha)
-        self.hidden = _hidden(hidden)
+        self.hidden = check_widths("hidden", hidden, min_len=1)
         self.activation = activation
         nets = (("encoder", encoder), ("decoder", decoder), ("classifier", classifier))
         for name, net in nets:
@@ -311,7 +306,7 @@ class ConditionalVAE(nn.Module):
         """
         x = self._check_x(x)
         num_particles = check_int("num_particles", num_particles, minimum=1)
-        chunk = _particle_chunk(chunk_size, x.shape[0])
+        chunk = particle_chunk(chunk_size, x.shape[0])
         with torch.no_grad():
             if y is not None:
                 return self._conditional_iwae(x, self._check_y(y, x.shape[0], allow_missing=False),
@@ -380,7 +375,7 @@ class ConditionalVAE(nn.Module):
     def as_distribution(self, *, num_particles: int = 100) -> ModelDistribution:
         """A Pyro distribution over ``x`` whose ``log_prob`` is the IWAE estimate of ``log p(x)`` (labels summed
         out) with ``K = num_particles`` — a stochastic lower bound, not the exact density."""
-        return _iwae_distribution(self, num_particles)
+        return iwae_distribution(self, num_particles)
 
     def config(self) -> dict[str, Any]:
         """JSON-safe arguments such that ``ConditionalVAE(**m.config())`` rebuilds it (built-in nets only)."""

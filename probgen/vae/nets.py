@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from probgen._checks import check_int, check_positive
+from probgen._checks import check_int, check_positive, check_shape_arg, check_widths
 from probgen.nn import MLP, make_activation
 from probgen.ops.shapes import event_numel
 
@@ -31,33 +31,14 @@ DEFAULT_HIDDEN: tuple[int, ...] = (256, 256)
 
 
 def check_event_shape_tuple(event_shape: Any) -> tuple[int, ...]:
-    """Return ``event_shape`` as a tuple of positive ints, or raise naming what came in.
+    """Return ``event_shape`` as a tuple of positive ints, or raise naming what came in
+    (:func:`probgen._checks.check_shape_arg` under the name ``event_shape``).
 
     Example:
         >>> check_event_shape_tuple(64), check_event_shape_tuple([1, 8, 8])
         ((64,), (1, 8, 8))
     """
-    if isinstance(event_shape, int) and not isinstance(event_shape, bool):
-        event_shape = (event_shape,)
-    if isinstance(event_shape, torch.Size):
-        event_shape = tuple(event_shape)
-    if (
-        not isinstance(event_shape, (tuple, list))
-        or not event_shape
-        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in event_shape)
-    ):
-        raise ValueError(
-            f"event_shape must be a non-empty tuple of positive integers, e.g. (2,) or (1, 8, 8), got {event_shape!r}"
-        )
-    return tuple(event_shape)
-
-
-def _hidden(hidden: Any) -> tuple[int, ...]:
-    if isinstance(hidden, int) and not isinstance(hidden, bool):
-        hidden = (hidden,)
-    if not isinstance(hidden, Sequence) or isinstance(hidden, str) or len(hidden) == 0:
-        raise ValueError(f"hidden must be a non-empty sequence of layer widths, e.g. (256, 256), got {hidden!r}")
-    return tuple(check_int(f"hidden[{i}]", h, minimum=1) for i, h in enumerate(hidden))
+    return check_shape_arg("event_shape", event_shape)
 
 
 def _flat_input(x: Tensor, event_shape: tuple[int, ...], cond: Tensor | None, cond_features: int) -> Tensor:
@@ -122,7 +103,7 @@ class GaussianEncoder(nn.Module):
         super().__init__()
         self.event_shape = check_event_shape_tuple(event_shape)
         self.latent_dim = check_int("latent_dim", latent_dim, minimum=1)
-        self.hidden = _hidden(hidden)
+        self.hidden = check_widths("hidden", hidden, min_len=1)
         self.cond_features = check_int("cond_features", cond_features, minimum=0)
         self.context_features = check_int("context_features", context_features, minimum=0)
         if self.context_features and self.context_features != self.hidden[-1]:
@@ -181,7 +162,7 @@ class Decoder(nn.Module):
         super().__init__()
         self.latent_dim = check_int("latent_dim", latent_dim, minimum=1)
         self.event_shape = check_event_shape_tuple(event_shape)
-        self.hidden = _hidden(hidden)
+        self.hidden = check_widths("hidden", hidden, min_len=1)
         self.cond_features = check_int("cond_features", cond_features, minimum=0)
         self.net = MLP(
             self.latent_dim + self.cond_features, event_numel(self.event_shape), hidden=self.hidden,
@@ -225,7 +206,7 @@ class Classifier(nn.Module):
         super().__init__()
         self.event_shape = check_event_shape_tuple(event_shape)
         self.num_classes = check_int("num_classes", num_classes, minimum=2)
-        self.hidden = _hidden(hidden)
+        self.hidden = check_widths("hidden", hidden, min_len=1)
         self.net = MLP(event_numel(self.event_shape), self.num_classes, hidden=self.hidden, activation=activation)
 
     def forward(self, x: Tensor) -> Tensor:

@@ -36,194 +36,38 @@ from typing import Any
 
 import pyro
 import pyro.distributions as dist
-import pyro.distributions.transforms as T
 import torch
 from pyro import poutine
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
-from pyro.nn import ConditionalAutoRegressiveNN
 from torch import Tensor, nn
 
-from probgen._checks import (
-    check_bool,
-    check_choice,
-    check_events,
-    check_int,
-    check_output_shape,
-    check_positive,
-)
+from probgen._checks import check_choice, check_events, check_int, check_output_shape, check_widths
 from probgen.protocol import ModelDistribution
 from probgen.vae.conv import ConvDecoder, ConvEncoder
-from probgen.vae.nets import DEFAULT_HIDDEN, Decoder, GaussianEncoder, _hidden, check_event_shape_tuple
+from probgen.vae.iwae import (
+    iwae_distribution,
+    log_mean_exp_chunked,
+    particle_chunk,
+    standard_normal_particles,
+)
+from probgen.vae.nets import DEFAULT_HIDDEN, Decoder, GaussianEncoder, check_event_shape_tuple
+from probgen.vae.observation import LIKELIHOODS, ObservationModel
+from probgen.vae.posterior import POSTERIORS, build_posterior_flows, condition_flows, sample_posterior
 
 __all__ = [
     "VAE",
+    "ELBO_ESTIMATORS",
+    # defined in the modules named for them, re-exported here where they used to live
     "ObservationModel",
     "LIKELIHOODS",
     "POSTERIORS",
-    "ELBO_ESTIMATORS",
     "log_mean_exp_chunked",
     "standard_normal_particles",
 ]
 
-LIKELIHOODS: tuple[str, ...] = ("gaussian", "bernoulli")
-"""Observation models ``p(x | z)``: ``N(decoder(z), σ² I)`` or ``Bernoulli(logits=decoder(z))``."""
-POSTERIORS: tuple[str, ...] = ("gaussian", "iaf", "coupling")
-"""Guide families: diagonal Gaussian, or that Gaussian pushed through conditional IAF / affine-coupling layers."""
 ELBO_ESTIMATORS: tuple[str, ...] = ("analytic", "mc")
 """``"analytic"``: closed-form Gaussian KL (``TraceMeanField_ELBO``); ``"mc"``: one-sample ``log p - log q``
 (``Trace_ELBO``)."""
-
-_ROWS_PER_CHUNK = 1 << 16  # particles x batch rows evaluated at once when chunk_size is None
-
-
-# ----------------------------------------------------------------------------------------------
-# shared pieces (also used by probgen.vae.conditional)
-
-
-class ObservationModel(nn.Module):
-    """The observation model ``p(x | η)`` of a VAE, from the decoder output ``η``.
-
-    * ``"gaussian"``: ``N(x; η, σ² I)`` with a fixed or learned ``σ`` (``obs_scale``);
-    * ``"bernoulli"``: ``∏ Bernoulli(x_i; sigmoid(η_i))`` — ``η`` are logits and ``x`` must be 0/1.
-
-    Args:
-        likelihood: ``"gaussian"`` or ``"bernoulli"``.
-        event_shape: shape of one observation (the event of the distribution).
-        obs_scale: ``σ`` of the Gaussian (its initial value when learned).
-        learn_obs_scale: learn ``log σ`` as a parameter (Gaussian only).
-
-    Example:
-        >>> obs = ObservationModel("bernoulli", (3,))
-        >>> obs.dist(torch.zeros(2, 3)).log_prob(torch.ones(2, 3)).shape
-        torch.Size([2])
-    """
-
-    def __init__(
-        self,
-        likelihood: str,
-        event_shape: Sequence[int],
-        *,
-        obs_scale: float = 1.0,
-        learn_obs_scale: bool = False,
-    ) -> None:
-        super().__init__()
-        self.likelihood = check_choice("likelihood", likelihood, LIKELIHOODS)
-        self.event_shape = check_event_shape_tuple(event_shape)
-        obs_scale = check_positive("obs_scale", obs_scale)
-        check_bool("learn_obs_scale", learn_obs_scale)
-        if learn_obs_scale and self.likelihood != "gaussian":
-            raise ValueError("learn_obs_scale=True needs likelihood='gaussian'; a Bernoulli model has no scale")
-        self.learn_obs_scale = learn_obs_scale
-        # a fixed σ stays a Python float (exact in any dtype after .double()); a learned one is a parameter
-        self._fixed_scale = obs_scale
-        if learn_obs_scale:
-            self.log_obs_scale = nn.Parameter(torch.tensor(math.log(obs_scale)))
-
-    @property
-    def obs_scale(self) -> Tensor:
-        """``σ`` (a 0-d tensor)."""
-        if self.learn_obs_scale:
-            return self.log_obs_scale.exp()
-        return torch.tensor(self._fixed_scale)
-
-    def _scale_like(self, eta: Tensor) -> Tensor:
-        if self.learn_obs_scale:
-            return self.log_obs_scale.exp().to(eta.dtype)
-        return eta.new_tensor(self._fixed_scale)
-
-    def dist(self, eta: Tensor) -> dist.TorchDistribution:
-        """``p(x | η)`` with batch shape ``η.shape[:-len(event_shape)]`` and event shape ``event_shape``."""
-        n = len(self.event_shape)
-        if self.likelihood == "gaussian":
-            return dist.Normal(eta, self._scale_like(eta).expand(eta.shape)).to_event(n)
-        return dist.Bernoulli(logits=eta).to_event(n)
-
-    def mean(self, eta: Tensor) -> Tensor:
-        """``E[x | η]``: ``η`` (Gaussian) or ``sigmoid(η)`` (Bernoulli)."""
-        return eta if self.likelihood == "gaussian" else torch.sigmoid(eta)
-
-    def draw(self, eta: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
-        """One draw ``x ~ p(x | η)`` (with an optional ``generator``)."""
-        if self.likelihood == "gaussian":
-            noise = torch.randn(eta.shape, generator=generator, device=eta.device, dtype=eta.dtype)
-            return eta + self._scale_like(eta) * noise
-        u = torch.rand(eta.shape, generator=generator, device=eta.device, dtype=eta.dtype)
-        return (u < torch.sigmoid(eta)).to(eta.dtype)
-
-    def check_data(self, name: str, x: Tensor) -> Tensor:
-        """Raise if ``x`` is not in the support (Bernoulli: entries must be exactly 0 or 1)."""
-        if self.likelihood == "bernoulli":
-            bad = (x != 0) & (x != 1)
-            if bool(bad.any()):
-                values = torch.unique(x[bad])[:5].tolist()
-                raise ValueError(
-                    f"{name} must hold binary values 0/1 for likelihood='bernoulli', got {int(bad.sum())} entries "
-                    f"outside {{0, 1}} (e.g. {', '.join(f'{v:g}' for v in values)}); binarize the data "
-                    "(probgen.data.digits(..., binarize=True)) or use likelihood='gaussian'"
-                )
-        return x
-
-
-def standard_normal_particles(
-    num_particles: int, shape: Sequence[int], *, like: Tensor, generator: torch.Generator | None = None
-) -> Tensor:
-    """``num_particles`` independent ``N(0, I)`` draws of ``shape``, stacked: ``(num_particles, *shape)``.
-
-    Each particle is drawn by its own ``randn`` call, so a stream of particles does not depend on how it is
-    cut into chunks: ``cat([f(7), f(7), f(6)]) == f(20)`` from the same RNG state. (One ``randn`` of the
-    whole block would not: torch's CPU normal sampler vectorises over blocks of 16 values.)
-
-    Example:
-        >>> g = torch.Generator().manual_seed(0)
-        >>> standard_normal_particles(3, (2, 4), like=torch.zeros(()), generator=g).shape
-        torch.Size([3, 2, 4])
-    """
-    draws = [
-        torch.randn(tuple(shape), generator=generator, device=like.device, dtype=like.dtype)
-        for _ in range(num_particles)
-    ]
-    return torch.stack(draws)
-
-
-def log_mean_exp_chunked(log_weight: Callable[[int], Tensor], num_particles: int, chunk_size: int) -> Tensor:
-    """``log (1/K) Σ_k exp(w_k)`` with the ``K`` log-weights produced and reduced chunk by chunk.
-
-    ``log_weight(k)`` returns ``k`` fresh log-weights ``(k, B)``; the running ``logsumexp`` is merged with
-    ``logaddexp`` so that only one chunk is in memory at a time (``K = 5000`` particles fit easily).
-
-    Example:
-        >>> f = lambda k: torch.zeros(k, 2)
-        >>> log_mean_exp_chunked(f, 10, 3).tolist()
-        [0.0, 0.0]
-    """
-    total: Tensor | None = None
-    done = 0
-    while done < num_particles:
-        k = min(chunk_size, num_particles - done)
-        lse = torch.logsumexp(log_weight(k), dim=0)
-        total = lse if total is None else torch.logaddexp(total, lse)
-        done += k
-    assert total is not None  # num_particles >= 1 is validated by the callers
-    return total - math.log(num_particles)
-
-
-def _particle_chunk(chunk_size: int | None, batch_size: int) -> int:
-    """Particles evaluated at once by an IWAE estimate: ``chunk_size`` (checked), or ``max(1, 65536 // B)``
-    when ``None`` (bounded memory: at most 65536 particle-by-batch rows)."""
-    if chunk_size is None:
-        return max(1, _ROWS_PER_CHUNK // batch_size)
-    return check_int("chunk_size", chunk_size, minimum=1)
-
-
-def _iwae_distribution(model: nn.Module, num_particles: int) -> ModelDistribution:
-    """``model.as_distribution``: ``log_prob`` is ``model.log_likelihood(x, num_particles=K)`` (an IWAE lower
-    bound, not the exact density); ``sample`` draws ``x ~ p(x | z)`` (``model.sample(n, mean=False)``)."""
-    num_particles = check_int("num_particles", num_particles, minimum=1)
-
-    def log_prob(value: Tensor) -> Tensor:
-        return model.log_likelihood(value, num_particles=num_particles)
-
-    return ModelDistribution(model, model.event_shape, log_prob_fn=log_prob, sample_opts={"mean": False})
 
 
 def _flat_apply(net: Callable[..., Any], inp: Tensor, width: int, *extra: Tensor) -> tuple[Any, tuple[int, ...]]:
@@ -231,31 +75,6 @@ def _flat_apply(net: Callable[..., Any], inp: Tensor, width: int, *extra: Tensor
     lead = tuple(inp.shape[:-1])
     flat = [inp.reshape(-1, width)] + [e.expand(*lead, e.shape[-1]).reshape(-1, e.shape[-1]) for e in extra]
     return net(*flat), lead
-
-
-def build_posterior_flows(
-    kind: str, latent_dim: int, context_dim: int, num_flows: int, hidden: Sequence[int]
-) -> nn.ModuleList:
-    """``num_flows`` conditional Pyro transforms ``z -> z'`` given a context ``h(x)``.
-
-    * ``"iaf"``: :class:`pyro.distributions.transforms.ConditionalAffineAutoregressive` in its numerically
-      stable gated form ``z' = σ ⊙ z + (1 - σ) ⊙ m`` with ``(m, s) = ARN(z, h)``, ``σ = sigmoid(s)``
-      (Kingma et al. 2016, eq. 14). Its forward (sampling) direction costs one network pass.
-    * ``"coupling"``: :class:`pyro.distributions.transforms.ConditionalAffineCoupling` (Dinh et al. 2017,
-      arXiv:1605.08803), the untouched half and ``h`` setting the affine map of the other half.
-
-    :class:`VAE` reverses the latent coordinates between layers.
-    """
-    layers = []
-    for _ in range(num_flows):
-        if kind == "iaf":
-            arn = ConditionalAutoRegressiveNN(
-                latent_dim, context_dim, list(hidden), permutation=torch.arange(latent_dim)
-            )
-            layers.append(T.ConditionalAffineAutoregressive(arn, stable=True))
-        else:
-            layers.append(T.conditional_affine_coupling(latent_dim, context_dim, hidden_dims=list(hidden)))
-    return nn.ModuleList(layers)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -359,7 +178,7 @@ class VAE(nn.Module):
         for name, net in (("encoder", encoder), ("decoder", decoder)):
             if net is not None and not isinstance(net, nn.Module):
                 raise TypeError(f"{name} must be a torch.nn.Module or None (built-in net), got {type(net).__name__}")
-        self.hidden = _hidden(hidden)
+        self.hidden = check_widths("hidden", hidden, min_len=1)
         self.activation = activation
         self._custom = tuple(n for n, net in (("encoder", encoder), ("decoder", decoder)) if net is not None)
         if event_shape is None:
@@ -369,7 +188,7 @@ class VAE(nn.Module):
         self.event_shape = check_event_shape_tuple(event_shape)
 
         uses_flow = self.posterior_kind != "gaussian"
-        self.conv_channels = None if conv_channels is None else _hidden(conv_channels)
+        self.conv_channels = None if conv_channels is None else check_widths("conv_channels", conv_channels, min_len=1)
         if self.conv_channels is not None and len(self.event_shape) != 3:
             raise ValueError(f"conv_channels needs an image event_shape (C, H, W), got {self.event_shape}")
         if encoder is None and self.conv_channels is not None:
@@ -396,7 +215,7 @@ class VAE(nn.Module):
             likelihood, self.event_shape, obs_scale=obs_scale, learn_obs_scale=learn_obs_scale
         )
         self.flow_hidden = (
-            _hidden(flow_hidden) if flow_hidden is not None else (max(64, 10 * self.latent_dim),)
+            check_widths("flow_hidden", flow_hidden, min_len=1) if flow_hidden is not None else (max(64, 10 * self.latent_dim),)
         )
         self.flows = (
             build_posterior_flows(self.posterior_kind, self.latent_dim, self.context_dim, self.num_flows,
@@ -450,15 +269,7 @@ class VAE(nn.Module):
         return out.reshape(*lead, *self.event_shape)
 
     def _transforms(self, context: Tensor | None) -> list:
-        if self.flows is None:
-            return []
-        reverse = torch.arange(self.latent_dim - 1, -1, -1, device=context.device)
-        out: list = []
-        for i, layer in enumerate(self.flows):
-            if i > 0:
-                out.append(T.Permute(reverse))
-            out.append(layer.condition(context))
-        return out
+        return condition_flows(self.flows, context, self.latent_dim)
 
     def prior(self, batch_shape: Sequence[int] = ()) -> dist.TorchDistribution:
         """``p(z) = N(0, I_L)`` with batch shape ``batch_shape`` (on the model's device and dtype)."""
@@ -475,19 +286,6 @@ class VAE(nn.Module):
         base = dist.Normal(loc, scale).to_event(1)
         transforms = self._transforms(context)
         return dist.TransformedDistribution(base, transforms) if transforms else base
-
-    def _sample_posterior(
-        self, loc: Tensor, scale: Tensor, transforms: list, num: int, generator: torch.Generator | None
-    ) -> tuple[Tensor, Tensor]:
-        """``num`` draws ``z ~ q(z|x)``, ``(num, B, L)``, with their log-densities ``log q(z|x)``, ``(num, B)``."""
-        eps = standard_normal_particles(num, loc.shape, like=loc, generator=generator)
-        z = loc + scale * eps
-        log_q = dist.Normal(loc, scale).to_event(1).log_prob(z)
-        for t in transforms:
-            z_next = t(z)
-            log_q = log_q - t.log_abs_det_jacobian(z, z_next)
-            z = z_next
-        return z, log_q
 
     # --- Pyro programs -----------------------------------------------------------------------------------
     def model(self, x: Tensor) -> None:
@@ -591,14 +389,14 @@ class VAE(nn.Module):
         """
         x = self._check_x(x)
         num_particles = check_int("num_particles", num_particles, minimum=1)
-        chunk = _particle_chunk(chunk_size, x.shape[0])
+        chunk = particle_chunk(chunk_size, x.shape[0])
         with torch.set_grad_enabled(bool(differentiable) and torch.is_grad_enabled()):
             loc, scale, context = self._encode(x)
             transforms = self._transforms(context)
             prior = self.prior()
 
             def log_weight(k: int) -> Tensor:
-                z, log_q = self._sample_posterior(loc, scale, transforms, k, generator)
+                z, log_q = sample_posterior(loc, scale, transforms, k, generator)
                 return self.likelihood_dist(z).log_prob(x) + prior.log_prob(z) - log_q
 
             return log_mean_exp_chunked(log_weight, num_particles, chunk)
@@ -649,7 +447,7 @@ class VAE(nn.Module):
             >>> vae.as_distribution(num_particles=10).log_prob(torch.randn(4, 3)).shape
             torch.Size([4])
         """
-        return _iwae_distribution(self, num_particles)
+        return iwae_distribution(self, num_particles)
 
     def config(self) -> dict[str, Any]:
         """JSON-safe arguments such that ``VAE(**vae.config())`` rebuilds the architecture (built-in nets only)."""

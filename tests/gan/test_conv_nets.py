@@ -57,5 +57,8 @@ def test_conv_channels_builds_dcgan_nets_that_checkpoints_rebuild(tmp_path):
         assert torch.equal(loaded.generator(z), g.generator(z))
     with pytest.raises(ValueError, match=r"conv_channels needs an image event shape \(C, H, W\), got \(2,\)"):
         pg.gan.GAN(2, conv_channels=(4,))
-    with pytest.raises(TypeError, match="conv_channels must be a non-empty sequence"):
-        pg.gan.GAN((1, 28, 28), conv_channels=4)
+    with pytest.raises(TypeError, match=r"conv_channels must be a sequence of positive ints"):
+        pg.gan.GAN((1, 28, 28), conv_channels="64")
+    with pytest.raises(ValueError, match=r"conv_channels must hold at least 1 width"):
+        pg.gan.GAN((1, 28, 28), conv_channels=())
+    assert pg.gan.GAN((1, 28, 28), conv_channels=4).conv_channels == (4,)  # one level, as hidden=64 means (64,)

@@ -179,6 +179,13 @@ def test_potential_and_grad_matches_closed_form():
         ({"target_accept_prob": 1.5}, r"target_accept_prob must lie in \(0, 1\)"),
         ({"kernel": lambda *a, **k: None}, "target_accept_prob is required"),
         ({"inverse_mass_matrix": torch.ones(3)}, r"inverse_mass_matrix must be a positive tensor of shape \(2,\)"),
+        ({"kernel": "hmc", "jitter_kind": "leapfrog"},
+         "unknown jitter_kind 'leapfrog'; valid choices: 'trajectory', 'step_size'"),
+        ({"kernel": "mala", "jitter_kind": "trajectory"}, "jitter_kind='trajectory' needs kernel 'hmc'"),
+        ({"kernel": "hmc", "jitter": 1.5}, r"jitter must lie in \[0, 1\], got 1.5"),
+        ({"kernel": "hmc", "jitter_kind": "step_size", "jitter": 1.0},
+         r"jitter must lie in \[0, 1\) for jitter_kind='step_size'"),
+        ({"kernel": "nuts", "jitter_kind": "trajectory"}, "jitter and jitter_kind are not used by kernel 'nuts'"),
     ],
 )
 def test_run_chains_validation(kwargs, match):

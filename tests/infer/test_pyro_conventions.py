@@ -149,23 +149,57 @@ def _lag1(x: torch.Tensor) -> float:
     return float((c[:, 1:] * c[:, :-1]).mean() / (c**2).mean())
 
 
+@pytest.mark.filterwarnings("ignore:More chains")
 def test_batched_hmc_jitter_breaks_antithetic_draws():
     """On N(0, 1) with a trajectory of exactly pi (step 0.1 pi, 10 leapfrog steps) fixed HMC maps x to
-    about -x (lag-1 autocorrelation of x near -1, of x^2 near +1). With the default jitter each chain
-    draws its number of steps k from {1..10} every iteration, T = k pi / 10, so the autocorrelations are
-    mean cos(T) = -0.1 and mean cos^2(T) = 0.55 for exact dynamics (SE ~ 0.01 with 400 x 200 draws)."""
+    about -x (lag-1 autocorrelation of x near -1, of x^2 near +1, R-hat far above 1). With the default jitter
+    each chain draws its number of steps k from {3..10} (= {ceil(L/4)..L}) every iteration, T = k pi / 10, so
+    the autocorrelations are mean cos(T) = -0.345 and mean cos^2(T) = 0.430 for exact dynamics; with
+    jitter=1 ({1..10}) -0.1 and 0.5 (SE ~ 0.01 with 400 x 200 draws). Jittering the step size by +-20 %
+    (Stan's stepsize_jitter) leaves the draws antithetic: mean cos(T), T ~ U(0.8 pi, 1.2 pi), is -0.94."""
+    from probgen.diagnostics import rhat
+
     U = lambda x: 0.5 * (x**2).sum(-1)  # noqa: E731
     init = torch.randn(400, 1, dtype=F64, generator=torch.Generator().manual_seed(1))
     kw = dict(kernel="hmc", num_samples=200, warmup_steps=0, step_size=0.1 * math.pi, num_leapfrog=10,
               adapt_step_size=False, adapt_mass_matrix=False)
-    fixed = run_chains(U, init, jitter=0.0, generator=torch.Generator().manual_seed(2), **kw).samples[..., 0]
-    assert _lag1(fixed) < -0.9 and _lag1(fixed**2) > 0.9
-    res = run_chains(U, init, generator=torch.Generator().manual_seed(2), **kw)
+
+    def run(**opts):
+        return run_chains(U, init, generator=torch.Generator().manual_seed(2), **kw, **opts)
+
+    fixed = run(jitter=0.0).samples[..., 0]
+    assert _lag1(fixed) < -0.9 and _lag1(fixed**2) > 0.9 and float(rhat(fixed**2)) > 2.0
+    res = run()
     x = res.samples[..., 0]
-    assert abs(_lag1(x)) < 0.2  # leapfrog's discretisation moves both a little from the continuous values
-    assert 0.35 < _lag1(x**2) < 0.62
+    assert -0.45 < _lag1(x) < -0.25  # leapfrog's discretisation moves both a little from the continuous values
+    assert 0.33 < _lag1(x**2) < 0.53
+    assert float(rhat(x)) < 1.02 and float(rhat(x**2)) < 1.02
     assert abs(float(x.var()) - 1.0) < 0.05
     assert int(res.diverging.sum()) == 0  # steps are never longer than h: no instability
+    kw["num_samples"] = 100  # enough for the two other options' autocorrelations (SE ~ 0.015)
+    full = run(jitter=1.0).samples[..., 0]
+    assert abs(_lag1(full)) < 0.2 and 0.35 < _lag1(full**2) < 0.62
+    step = run(jitter_kind="step_size").samples[..., 0]  # default +-20 %
+    assert _lag1(step) < -0.85 and _lag1(step**2) > 0.8
+
+
+def test_step_size_jitter_is_symmetric_around_the_adapted_step():
+    """jitter_kind="step_size": the step is h u, u ~ U(1 - j, 1 + j) (Stan's stepsize_jitter), so its mean is h."""
+    seen = []
+
+    def kernel(potential_fn, state, step_size, inverse_mass_matrix, *, generator=None):
+        from probgen.infer.transitions import mala_step
+
+        seen.append(step_size.clone())
+        return mala_step(potential_fn, state, step_size, inverse_mass_matrix, generator=generator)
+
+    run_chains(lambda x: 0.5 * (x**2).sum(-1), torch.zeros(2000, 1, dtype=F64), kernel=kernel, num_samples=5,
+               warmup_steps=0, step_size=0.5, adapt_step_size=False, jitter=0.4,
+               generator=torch.Generator().manual_seed(0))
+    h = torch.stack(seen) / 0.5  # (5, 2000) multipliers u
+    assert float(h.min()) >= 0.6 and float(h.max()) <= 1.4
+    assert abs(float(h.mean()) - 1.0) < 0.01  # SE = 0.4 / sqrt(3 * 10000) = 0.0023
+    assert abs(float(h.var()) - 0.4**2 / 3) < 0.005
 
 
 def test_hmc_step_with_per_chain_leapfrog_counts_equals_separate_runs():

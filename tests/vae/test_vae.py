@@ -12,6 +12,7 @@ from torch import nn
 
 import probgen as pg
 from probgen.vae import VAE
+from probgen.vae.posterior import sample_posterior
 from probgen.protocol import follows_protocol
 
 D, L, SIGMA = 3, 2, 0.5
@@ -113,7 +114,7 @@ def test_flow_posterior_log_density_matches_transformed_distribution(kind):
     vae = VAE(latent_dim=3, event_shape=(5,), hidden=(16,), posterior=kind).double()
     x = torch.randn(4, 5, dtype=torch.float64)
     loc, scale, context = vae._encode(x)
-    z, log_q = vae._sample_posterior(loc, scale, vae._transforms(context), 6, None)
+    z, log_q = sample_posterior(loc, scale, vae._transforms(context), 6, None)
     assert z.shape == (6, 4, 3) and log_q.shape == (6, 4)
     q = vae.posterior(x)
     assert isinstance(q, pyro.distributions.TransformedDistribution)
