@@ -160,7 +160,7 @@ def test_bad_input_names_the_argument():
         x = pyro.sample("x", flow.as_distribution())
         pyro.sample("y", dist.Normal(x[..., :1], 0.1).to_event(1), obs=y)
 
-    with pytest.raises(ValueError, match="needs a diffusion prior"):
+    with pytest.raises(ValueError, match="needs a diffusion-type prior"):
         posterior_sample(flow_model, y.float(), site="x", method="dps")
 
 

@@ -10,7 +10,7 @@ r"""``posterior_sample``: draws of a site of a Pyro model whose prior is a probg
     post.to_inference_data()  # ArviZ
 
 Methods (one module each): ``"dps"``, ``"pigdm"``, ``"ddrm"``, ``"annealed-langevin"``, ``"smc"`` for
-diffusion priors (ScoreSDE, DDPM); ``"mcmc"`` for any prior with a differentiable ``log_prob`` (flows,
+diffusion-type priors (any model with ``denoiser()``: DDPM, ScoreSDE, EDM, flow matching); ``"mcmc"`` for any prior with a differentiable ``log_prob`` (flows,
 EBMs, diffusion models through the probability-flow ODE). ``"pigdm"`` and ``"ddrm"`` need the
 observation to be ``LinearGaussian(op, σ)(x)``; the others read ``log p(y | x)`` from the model.
 """
@@ -26,8 +26,8 @@ import torch
 from torch import Tensor
 
 from probgen._checks import check_choice, check_int
-from probgen.infer.posterior._likelihood import ModelLikelihood
-from probgen.infer.posterior._prior import DiffusionPrior, is_diffusion
+from probgen.infer.posterior._likelihood import AffineLikelihood, ModelLikelihood
+from probgen.infer.posterior._prior import DiffusionPrior, affine_of, is_diffusion
 from probgen.infer.posterior.calibration import GaussianMixture  # noqa: F401  (the doctest's prior)
 from probgen.infer.posterior.ddrm import ddrm
 from probgen.infer.posterior.dps import dps
@@ -59,7 +59,7 @@ class PosteriorResult:
         samples: ``(num_samples, *event)`` draws (equally weighted).
         method: the method's name; site: the site's name.
         wall_time: seconds.
-        nfe: network (score) evaluations, for the diffusion methods.
+        nfe: network (denoiser) evaluations, for the diffusion methods (per particle for SMC).
         log_weights: SMC: ``(K,)`` normalised log weights of the final particles (before resampling).
         ess: SMC: ``(steps,)`` effective sample size along the chain.
         accept_prob: MCMC: ``(chains, draws)`` acceptance probabilities.
@@ -164,8 +164,11 @@ def posterior_sample(model: Callable, *args: Any, site: str, method: str = "smc"
     else:
         if not is_diffusion(prior_model):
             raise ValueError(
-                f"method={method!r} needs a diffusion prior (a model with .score(x, t) and .sde, e.g. ScoreSDE or "
-                f"DDPM) at site {site!r}, got {type(prior_model or likelihood.prior).__name__}; use method='mcmc'")
+                f"method={method!r} needs a diffusion-type prior (a model with .denoiser(): DDPM, ScoreSDE, EDM, flow "
+                f"matching) at site {site!r}, got {type(prior_model or likelihood.prior).__name__}; use method='mcmc'")
+        affine = affine_of(prior_model)
+        if affine is not None:  # a standardized model: sample z, observe x = loc + scale ⊙ z
+            likelihood = AffineLikelihood(likelihood, *affine)
         prior = DiffusionPrior(prior_model, dtype=likelihood.dtype, device=likelihood.device)
         try:
             out = fn(prior, likelihood, num_samples, generator=generator, **opts)
@@ -174,6 +177,9 @@ def posterior_sample(model: Callable, *args: Any, site: str, method: str = "smc"
                 raise TypeError(f"method={method!r} got an unknown option: {error}") from None
             raise
         nfe = prior.nfe
+        if affine is not None:
+            out = {key: likelihood.to_x(value) if key in ("samples", "particles") else value
+                   for key, value in out.items()}
     samples = out.pop("samples")
     chains = out.get("chains")
     return PosteriorResult(
