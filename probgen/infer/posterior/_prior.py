@@ -55,13 +55,19 @@ class DiffusionPrior:
     Args:
         model: a model with ``denoiser()`` and ``event_shape``.
         dtype, device: of the draws.
+        clip_x0: ``(low, high)``: clamp every ``x̂₀`` to the data range (DDPM's ``clip_x0``), or ``None``.
+            A trained ε-network's ``x̂₀ = x - σ ε̂`` at large ``σ`` (and its Jacobian, which the guided
+            methods multiply by ``σ²``) carries ``σ`` times the network's error; clamping keeps the
+            guided chains of images finite (Ho et al. 2020 clip the same way).
 
     Attributes:
         denoiser: ``model.denoiser()``; sigma_min, sigma_max: its range; event_shape.
     """
 
-    def __init__(self, model: Any, *, dtype: torch.dtype, device: torch.device):
+    def __init__(self, model: Any, *, dtype: torch.dtype, device: torch.device,
+                 clip_x0: tuple[float, float] | None = None):
         self.denoiser = model.denoiser()
+        self.clip_x0 = clip_x0
         self.sigma_min, self.sigma_max = float(self.denoiser.sigma_min), float(self.denoiser.sigma_max)
         self.event_shape = tuple(model.event_shape)
         self.dtype, self.device = dtype, device
@@ -93,7 +99,8 @@ class DiffusionPrior:
     def denoise(self, x: Tensor, sigma: float) -> Tensor:
         """``x̂₀ = D(x, σ)`` for ``x: (B, *event)``."""
         self._calls += 1
-        return self.denoiser(x, self.level(sigma, x.shape[0]))
+        x0 = self.denoiser(x, self.level(sigma, x.shape[0]))
+        return x0 if self.clip_x0 is None else x0.clamp(*self.clip_x0)
 
     def score(self, x: Tensor, sigma: float) -> Tensor:
         """``∇ log p_σ(x) = (D(x, σ) - x)/σ²``."""
