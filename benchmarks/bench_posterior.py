@@ -101,7 +101,7 @@ def run(*, quick: bool = False, device: str = "cpu") -> Section:
     warm_up()
     steps, repeat = (50, 3) if quick else (100, 5)
     sec = Section(
-        "posterior",
+        "Posterior sampling: cost of conditioning vs an unconditional sample of the same NFE",
         "Cost of conditioning a diffusion prior (`pg.infer.posterior_sample`) against an unconditional "
         f"ancestral sample with the same NFE ({steps} network calls), half the coordinates observed; medians "
         f"of {repeat} interleaved repeats (`benchmarks/bench_posterior.py`).")

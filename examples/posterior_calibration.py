@@ -8,7 +8,8 @@ MMD² and sliced W₂ to exact posterior draws, coverage of the central 50/90 % 
 
     OMP_NUM_THREADS=1 python examples/posterior_calibration.py            # ~10 min on one core
     OMP_NUM_THREADS=1 python examples/posterior_calibration.py --quick    # ~2 min
-    OMP_NUM_THREADS=1 python examples/posterior_calibration.py --timing   # cost vs an unconditional sample, ~1 min
+
+The cost of each method against an unconditional sample is measured by ``benchmarks/bench_posterior.py``.
 """
 
 from __future__ import annotations
@@ -61,60 +62,10 @@ def table(title: str, rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def timing(num: int = 256, steps: int = 100, dim: int = 64) -> None:
-    """Wall time of each method over an unconditional DDIM (η = 1) sample with the same NFE, with DDPM's
-    built-in MLP (3 x 256) on D = 64, half the coordinates observed. The MLP's last layer starts at zero, so
-    ``ε̂ = σ_t x + mlp(x, t)`` is the exact predictor of N(0, I) data at the full cost of the network."""
-    import pyro
-
-    from probgen.infer import LinearGaussian, posterior_sample
-
-    class OracleMLP(torch.nn.Module):
-        def __init__(self, mlp, schedule):
-            super().__init__()
-            self.mlp, self.schedule = mlp, schedule
-
-        def forward(self, x, index):
-            sigma = self.schedule.marginal_std(self.schedule.index_to_time(index).to(x))
-            return sigma[:, None] * x + self.mlp(x, index)
-
-    torch.manual_seed(0)
-    model = DDPM((dim,), num_steps=1000)
-    model.eps_net = OracleMLP(model.eps_net, model.schedule)
-    mask = torch.zeros(dim, dtype=torch.bool)
-    mask[::2] = True
-    lik = LinearGaussian(MaskOperator(mask), 0.1)
-    y = torch.zeros(int(mask.sum()))
-
-    def program(y):
-        x = pyro.sample("x", model.as_distribution())
-        pyro.sample("y", lik(x), obs=y)
-
-    def best(fn, repeats: int = 3) -> float:
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-        return min(times)
-
-    base = best(lambda: model.sample(num, method="ddim", steps=steps, eta=1.0))
-    lines = [f"**Cost vs an unconditional DDIM (η = 1) sample, same NFE = {steps}, D = {dim}, {num} draws, "
-             f"DDPM built-in MLP** (unconditional: {base:.2f} s)", "", "| method | wall_s | ratio |", "|---|---|---|"]
-    for method in ("dps", "pigdm", "ddrm", "smc"):
-        t = best(lambda: posterior_sample(program, y, site="x", method=method, num_samples=num, steps=steps))
-        lines.append(f"| {method} | {t:.2f} | {t / base:.2f} |")
-    print("\n".join(lines))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--timing", action="store_true", help="only the cost table")
     args = parser.parse_args()
-    if args.timing:
-        timing()
-        return
     n = 200 if args.quick else 500
     obs = 1 if args.quick else 2
     settings = [(2, "ScoreSDE", "one coordinate"), (2, "DDPM", "projection"),

@@ -196,6 +196,10 @@ def test_bad_input_names_the_argument():
         posterior_sample(nonlinear, y, site="x", method="dps", stepz=3)
     with pytest.raises(ValueError, match="num_samples"):
         posterior_sample(nonlinear, y, site="x", num_samples=0)
+    with pytest.raises(ValueError, match=r"clip_x0 must be None or \(low, high\)"):
+        posterior_sample(nonlinear, y, site="x", method="dps", clip_x0=(1.0, -1.0))
+    with pytest.raises(ValueError, match="clip_x0 applies to the diffusion methods"):
+        posterior_sample(nonlinear, y, site="x", method="mcmc", clip_x0=(-1.0, 1.0))
     flow = pg.flows.Flow(2, "realnvp", num_layers=2)
 
     def flow_model(y):
@@ -259,6 +263,16 @@ def test_smc_on_a_ddpm_with_a_mask_in_16d():
     exact, smc = rows
     assert smc["mean_err"] < 3 * exact["mean_err"] + 0.1
     assert abs(smc["cover90"] - 0.9) < 0.04
+
+
+def test_clip_x0_clamps_every_denoised_state():
+    # a point mass at 5 clipped to [-1, 1]: every method returns draws inside the range
+    gm = GaussianMixture(torch.ones(1, dtype=F64), torch.full((1, 2), 5.0, dtype=F64), 0.01 * torch.eye(2, dtype=F64)[None])
+    model = _model(_score_sde(gm), LinearGaussian(MaskOperator(torch.tensor([True, False])), 0.2))
+    for method in ("dps", "pigdm", "ddrm", "smc"):
+        post = posterior_sample(model, torch.tensor([5.0], dtype=F64), site="x", method=method, num_samples=8, steps=10,
+                                clip_x0=(-1, 1), generator=torch.Generator().manual_seed(0))
+        assert float(post.samples.abs().max()) <= 1.0
 
 
 def test_dps_with_a_non_linear_likelihood():

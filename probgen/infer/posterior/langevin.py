@@ -13,27 +13,27 @@ __all__ = ["annealed_langevin"]
 
 def annealed_langevin(prior, likelihood, num_samples: int, *, steps: int = 100, steps_per_level: int = 5,
                       step_size: float = 0.1, generator: torch.Generator | None = None) -> dict[str, Tensor]:
-    r"""Langevin steps over decreasing noise levels on ``p_σ(x) · p(y | x)^{1/(1 + σ²)}`` (σ-space).
+    r"""Langevin steps over decreasing noise levels on ``p_σ(x) · p(y | x)^{λ(σ)}`` (σ-space).
 
     At level ``σ`` (``steps`` levels from ``σ_max`` to ``σ_min``, ``steps_per_level`` moves each; see
-    :mod:`probgen.infer.posterior` for σ-space, ``x = x_0 + σ z``) with step
-    ``ε = step_size · σ²/(1 + σ²)`` (at most ``step_size``):
+    :mod:`probgen.infer.posterior` for σ-space, ``x = x_0 + σ z``) with step ``ε = step_size · σ²``
+    (Song & Ermon's ``ε_i ∝ σ_i²``) and likelihood temper ``λ(σ) = 1/(1 + σ²)²``:
 
     .. math::
 
-        x ← x + ε \Big[\frac{D(x, σ) - x}{σ^2} + \frac{∇ \log p(y | x)}{1 + σ^2}\Big] + \sqrt{2 ε}\, z,
+        x ← x + ε \Big[\frac{D(x, σ) - x}{σ^2} + λ(σ)\, ∇ \log p(y | x)\Big] + \sqrt{2 ε}\, z,
 
-    i.e. the unadjusted Langevin kernel of the tempered target above (the likelihood weak at high noise,
-    full at the end; for a VP model ``1/(1 + σ²) = α_t²``). The last level targets
+    i.e. the unadjusted Langevin kernel of the tempered target above: the prior term moves every level
+    by the same relative amount (``ε`` times its curvature ``≈ 1/σ²`` is ``step_size``), the likelihood is
+    weak at high noise and full at the end (``ε λ ≤ step_size/4``). The last level targets
     ``p_{σ_min}(x) p(y | x)``: the posterior of the prior smoothed by ``σ_min``, up to the ``O(ε)`` bias
-    of an unadjusted kernel and incomplete mixing across modes. The likelihood term's Hessian is
-    ``∇² log p(y | x)`` (``AᵀA/σ_y²`` for linear-Gaussian observations), so the moves are stable only
-    while ``ε ‖∇² log p(y | x)‖ < 2``: lower ``step_size`` for sharp likelihoods (small ``σ_y``); a
-    diverging run returns non-finite draws.
+    of an unadjusted kernel and incomplete mixing across modes. The moves are stable only while
+    ``ε λ ‖∇² log p(y | x)‖ < 2`` (``‖AᵀA‖/σ_y²`` for linear-Gaussian observations): lower ``step_size``
+    for sharp likelihoods (small ``σ_y``); a diverging run returns non-finite draws.
 
     Args:
         prior, likelihood: as in ``dps``; num_samples: ``B``; steps: noise levels; steps_per_level:
-        moves per level (``steps × steps_per_level`` network calls); step_size: ``ε (1 + σ²)/σ²``;
+        moves per level (``steps × steps_per_level`` network calls); step_size: ``ε/σ²``;
         generator: noise.
 
     References: Song, Shen, Xing & Ermon (2022), "Solving Inverse Problems in Medical Imaging with
@@ -47,8 +47,8 @@ def annealed_langevin(prior, likelihood, num_samples: int, *, steps: int = 100, 
     x = prior.prior(num_samples, generator)
     noise = torch.empty_like(x)
     for sigma in prior.sigmas(steps)[:-1]:
-        temper = 1.0 / (1.0 + sigma * sigma)
-        eps = step_size * sigma * sigma * temper
+        temper = 1.0 / (1.0 + sigma * sigma) ** 2
+        eps = step_size * sigma * sigma
         for _ in range(steps_per_level):
             with torch.enable_grad():
                 xg = x.detach().requires_grad_(True)
