@@ -122,7 +122,8 @@ def main() -> None:
         rmse = float(((mean - image)[hidden] ** 2).mean().sqrt())
         print(f"image {i}: {args.method} {args.draws} draws in {post.wall_time:.1f} s ({post.nfe} network calls); "
               f"hidden half: RMSE of the posterior mean {rmse:.3f}, mean posterior std {float(std[hidden].mean()):.3f}"
-              f" (observed half: {float(std[mask].mean()):.3f})")
+              f" (observed half: {float(std[mask].mean()):.3f})"
+              + (f"; final ESS {float(post.ess[-1]):.1f} of {args.particles}" if post.ess is not None else ""))
         observed = torch.where(mask, image, torch.zeros_like(image))
         rows.append({"image": image, "observed": observed, "draws": post.samples, "mean": mean, "std": std})
     out = Path(args.out or f"docs/figures/inpainting_{args.data}.png")
