@@ -42,6 +42,7 @@ BENCHMARKS = {
     "mcmc": "bench_mcmc",
     "flows": "bench_flows",
     "sampling": "bench_sampling",
+    "posterior": "bench_posterior",
     "training": "bench_training",
     "scaling": "bench_scaling",
 }

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 import probgen as pg
-from probgen.diffusion import DDPM, ScoreSDE
+from probgen.diffusion import DDPM, EDM, ScoreSDE, edm_preconditioning
+from probgen.flows.matching import FlowMatching
 from probgen.infer.posterior import (
     DenseOperator,
     GaussianMixture,
@@ -43,6 +44,33 @@ def _ddpm(gm: GaussianMixture, num_steps: int = 1000) -> DDPM:
     model = DDPM((gm.dim,), num_steps=num_steps, eps_net=torch.nn.Identity())
     model.eps_net = gm.eps_fn(model.schedule)
     return model
+
+
+class _EDMNet(torch.nn.Module):
+    """The exact preconditioned network of a mixture prior: ``F = (D - c_skip x)/c_out`` at ``σ = e^{4 c_noise}``."""
+
+    def __init__(self, gm: GaussianMixture, sigma_data: float):
+        super().__init__()
+        self.gm, self.sigma_data = gm, sigma_data
+
+    def forward(self, x_in, c_noise):
+        sigma = (4 * c_noise).exp()
+        c_skip, c_out, c_in, _ = edm_preconditioning(sigma, self.sigma_data)
+        x = x_in / c_in[:, None]
+        return (self.gm.denoise(x, torch.ones_like(sigma), sigma) - c_skip[:, None] * x) / c_out[:, None]
+
+
+def _edm(gm: GaussianMixture) -> EDM:
+    return EDM(gm.dim, net=_EDMNet(gm, 0.5), sigma_data=0.5)
+
+
+def _fm(gm: GaussianMixture) -> FlowMatching:
+    model = FlowMatching(gm.dim, net=torch.nn.Identity())
+    model.net = gm.velocity_fn(model.path)
+    return model
+
+
+PRIORS = {"score_sde": _score_sde, "ddpm": _ddpm, "edm": _edm, "fm": _fm}
 
 
 def _model(prior, lik):
@@ -87,6 +115,20 @@ def test_exact_networks_give_the_mixture_score():
     torch.testing.assert_close(sde_model.score(x, t), gm.marginal_score(x, sde.marginal_scale(t), sde.marginal_std(t)))
     s = ddpm.sde
     torch.testing.assert_close(ddpm.score(x, t), gm.marginal_score(x, s.marginal_scale(t), s.marginal_std(t)))
+
+
+@pytest.mark.parametrize("family", sorted(PRIORS))
+def test_every_family_gives_the_exact_denoiser_to_the_samplers(family):
+    # the adapter reads model.denoiser() only: in σ-space D(x, σ) = E[x_0 | x_0 + σ z = x] for every family
+    from probgen.infer.posterior._prior import DiffusionPrior
+
+    gm = _mixture(2)
+    prior = DiffusionPrior(PRIORS[family](gm), dtype=F64, device=torch.device("cpu"))
+    x = torch.randn(4, 2, dtype=F64) * 2
+    for sigma in (0.05, 0.7, 5.0):
+        expected = gm.denoise(x, torch.ones(4, dtype=F64), torch.full((4,), sigma, dtype=F64))
+        torch.testing.assert_close(prior.denoise(x, sigma), expected, atol=2e-3 * (1 + sigma), rtol=1e-3)
+    assert prior.nfe == 3
 
 
 # ------------------------------------------------------------------------------------------- likelihood
@@ -154,22 +196,26 @@ def test_bad_input_names_the_argument():
         posterior_sample(nonlinear, y, site="x", method="dps", stepz=3)
     with pytest.raises(ValueError, match="num_samples"):
         posterior_sample(nonlinear, y, site="x", num_samples=0)
+    with pytest.raises(ValueError, match=r"clip_x0 must be None or \(low, high\)"):
+        posterior_sample(nonlinear, y, site="x", method="dps", clip_x0=(1.0, -1.0))
+    with pytest.raises(ValueError, match="clip_x0 applies to the diffusion methods"):
+        posterior_sample(nonlinear, y, site="x", method="mcmc", clip_x0=(-1.0, 1.0))
     flow = pg.flows.Flow(2, "realnvp", num_layers=2)
 
     def flow_model(y):
         x = pyro.sample("x", flow.as_distribution())
         pyro.sample("y", dist.Normal(x[..., :1], 0.1).to_event(1), obs=y)
 
-    with pytest.raises(ValueError, match="needs a diffusion prior"):
+    with pytest.raises(ValueError, match="needs a diffusion-type prior"):
         posterior_sample(flow_model, y.float(), site="x", method="dps")
 
 
 # ------------------------------------------------------------------------------------------- methods
 @pytest.mark.parametrize("method", ["dps", "pigdm", "ddrm", "annealed-langevin", "smc"])
-@pytest.mark.parametrize("family", ["score_sde", "ddpm"])
-def test_every_method_runs_on_both_families(method, family):
+@pytest.mark.parametrize("family", sorted(PRIORS))
+def test_every_method_runs_on_every_family(method, family):
     gm = _mixture(2)
-    prior = _score_sde(gm) if family == "score_sde" else _ddpm(gm)
+    prior = PRIORS[family](gm)
     model = _model(prior, LinearGaussian(MaskOperator(torch.tensor([True, False])), 0.2))
     post = posterior_sample(model, torch.tensor([0.5], dtype=F64), site="x", method=method, num_samples=64,
                             steps=20, generator=torch.Generator().manual_seed(0))
@@ -180,21 +226,24 @@ def test_every_method_runs_on_both_families(method, family):
     assert post.nfe >= 20
 
 
-def test_pigdm_is_exact_for_a_standard_normal_prior():
+@pytest.mark.parametrize("family,vjp", [("score_sde", True), ("score_sde", False), ("edm", True), ("fm", False)])
+def test_pigdm_is_exact_for_a_standard_normal_prior(family, vjp):
+    # x_0 | x_σ is N(x̂₀, σ²/(1+σ²) I) and ∂x̂₀/∂x_σ = I/(1+σ²) exactly: both ΠGDM variants are exact
     gm = GaussianMixture(torch.ones(1, dtype=F64), torch.zeros(1, 3, dtype=F64), torch.eye(3, dtype=F64)[None])
     a = torch.tensor([[1.0, 1.0, 0.0], [0.0, 1.0, -1.0]], dtype=F64)
     y = torch.tensor([0.8, -0.3], dtype=F64)
     exact = gm.posterior(a, 0.3, y)
-    post = posterior_sample(_model(_score_sde(gm), LinearGaussian(a, 0.3)), y, site="x", method="pigdm",
-                            num_samples=2000, steps=200, generator=torch.Generator().manual_seed(0))
+    post = posterior_sample(_model(PRIORS[family](gm), LinearGaussian(a, 0.3)), y, site="x", method="pigdm",
+                            num_samples=2000, steps=200, vjp=vjp, generator=torch.Generator().manual_seed(0))
     se = exact.covariance().diagonal().sqrt() / math.sqrt(2000)
     assert bool(((post.mean() - exact.mean()).abs() < 4 * se + 0.01).all())
     torch.testing.assert_close(torch.cov(post.samples.T), exact.covariance(), atol=0.05, rtol=0)
 
 
-def test_smc_matches_the_exact_posterior_in_2d():
+@pytest.mark.parametrize("family", sorted(PRIORS))
+def test_smc_matches_the_exact_posterior_in_2d(family):
     gm = _mixture(2)
-    rows = posterior_calibration(_score_sde(gm), gm, DenseOperator(torch.tensor([[1.0, 0.5]], dtype=F64)), 0.3,
+    rows = posterior_calibration(PRIORS[family](gm), gm, DenseOperator(torch.tensor([[1.0, 0.5]], dtype=F64)), 0.3,
                                  methods=("smc",), num_samples=1000, method_options={"smc": {"steps": 100}})
     exact, smc = rows
     assert exact["method"] == "exact" and smc["method"] == "smc"
@@ -204,16 +253,26 @@ def test_smc_matches_the_exact_posterior_in_2d():
 
 @pytest.mark.slow
 def test_smc_on_a_ddpm_with_a_mask_in_16d():
-    # 16-D needs a finer chain than 2-D: with 100 steps the ancestral chain's own bias (it drops the spread
-    # of x_0 | x_t) shifts the mixture weights; with 300 steps SMC is within 1.5x the exact draws' MC error
+    # on EDM's ρ = 7 noise levels 100 levels suffice in 16-D: more levels (300, 1000) do not lower the error
+    # (docs/conditioning.md, `examples/posterior_calibration.py --smc-16d`); what remains is the particles'
     gm = _mixture(16)
     mask = torch.zeros(16, dtype=torch.bool)
     mask[::2] = True
     rows = posterior_calibration(_ddpm(gm), gm, MaskOperator(mask), 0.2, methods=("smc",), num_samples=400,
-                                 method_options={"smc": {"steps": 300}})
+                                 method_options={"smc": {"steps": 100}})
     exact, smc = rows
     assert smc["mean_err"] < 3 * exact["mean_err"] + 0.1
     assert abs(smc["cover90"] - 0.9) < 0.04
+
+
+def test_clip_x0_clamps_every_denoised_state():
+    # a point mass at 5 clipped to [-1, 1]: every method returns draws inside the range
+    gm = GaussianMixture(torch.ones(1, dtype=F64), torch.full((1, 2), 5.0, dtype=F64), 0.01 * torch.eye(2, dtype=F64)[None])
+    model = _model(_score_sde(gm), LinearGaussian(MaskOperator(torch.tensor([True, False])), 0.2))
+    for method in ("dps", "pigdm", "ddrm", "smc"):
+        post = posterior_sample(model, torch.tensor([5.0], dtype=F64), site="x", method=method, num_samples=8, steps=10,
+                                clip_x0=(-1, 1), generator=torch.Generator().manual_seed(0))
+        assert float(post.samples.abs().max()) <= 1.0
 
 
 def test_dps_with_a_non_linear_likelihood():
@@ -323,3 +382,21 @@ def test_mcmc_on_a_score_sde_through_the_ode():
     # about 50 effective draws: 4 standard errors of 0.447 / sqrt(50)
     assert abs(float(post.mean()[0]) - 0.8) < 0.25 and abs(float(post.mean()[1])) < 0.25
     assert float(post.accept_prob.mean()) > 0.1
+
+
+@pytest.mark.parametrize("method", ["pigdm", "smc"])
+def test_a_standardized_model_is_a_prior_on_the_original_values(method):
+    # x = loc + scale ⊙ z with z ~ N(0, I): the samplers run on z, the observation y = A x + ε is of x
+    from probgen.ops.standardize import Standardized
+
+    gm = GaussianMixture(torch.ones(1, dtype=F64), torch.zeros(1, 2, dtype=F64), torch.eye(2, dtype=F64)[None])
+    loc, scale = torch.tensor([3.0, -1.0], dtype=F64), torch.tensor([2.0, 0.5], dtype=F64)
+    prior = Standardized(_score_sde(gm), loc=loc, scale=scale)
+    a = torch.tensor([[1.0, 1.0]], dtype=F64)
+    y = torch.tensor([2.5], dtype=F64)
+    exact = GaussianMixture(torch.ones(1, dtype=F64), loc[None], torch.diag(scale**2)[None]).posterior(a, 0.3, y)
+    post = posterior_sample(_model(prior, LinearGaussian(a, 0.3)), y, site="x", method=method, num_samples=2000,
+                            steps=100, generator=torch.Generator().manual_seed(0))
+    se = exact.covariance().diagonal().sqrt() / math.sqrt(2000)
+    assert bool(((post.mean() - exact.mean()).abs() < 5 * se + 0.02).all())
+    torch.testing.assert_close(torch.cov(post.samples.T), exact.covariance(), atol=0.08, rtol=0.05)

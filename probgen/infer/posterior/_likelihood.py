@@ -21,10 +21,10 @@ from pyro import poutine
 from pyro.poutine.messenger import Messenger
 from torch import Tensor
 
-from probgen.infer.posterior.operators import LinearGaussianDistribution
+from probgen.infer.posterior.operators import DenseOperator, LinearGaussianDistribution
 from probgen.protocol import ModelDistribution
 
-__all__ = ["ModelLikelihood"]
+__all__ = ["ModelLikelihood", "AffineLikelihood"]
 
 
 class _Placeholder(Messenger):
@@ -158,3 +158,32 @@ class ModelLikelihood:
             lp = self.log_prob(transform(x) if transform is not None else x)
             (grad,) = torch.autograd.grad(lp.sum(), x)
         return lp.detach(), grad
+
+
+class AffineLikelihood:
+    """``log p(y | loc + scale ⊙ z)`` of a :class:`ModelLikelihood` on ``x``, for a prior on ``z``.
+
+    A standardized model (``probgen.ops.standardize``) is a diffusion prior on ``z = (x - loc)/scale``;
+    the samplers run on ``z`` with this likelihood. A linear-Gaussian observation stays one:
+    ``y - A loc = (A diag(scale)) z + σ_y ε`` (a :class:`DenseOperator`, its SVD by ``torch.linalg.svd``).
+    """
+
+    def __init__(self, base: ModelLikelihood, loc: Tensor, scale: Tensor):
+        self.base = base
+        self.dtype, self.device, self.observed = base.dtype, base.device, base.observed
+        self.loc = loc.to(dtype=base.dtype, device=base.device)
+        self.scale = scale.to(dtype=base.dtype, device=base.device)
+        self.linear = None
+        if base.linear is not None:
+            operator, noise_std, y = base.linear
+            matrix = operator.dense(dtype=base.dtype, device=base.device) * self.scale.reshape(1, -1)
+            shifted = y.to(self.loc).reshape(-1) - operator._forward(self.loc[None])[0]
+            self.linear = (DenseOperator(matrix, operator.event_shape), noise_std, shifted)
+
+    def to_x(self, z: Tensor) -> Tensor:
+        """``x = loc + scale ⊙ z``."""
+        return self.loc + self.scale * z
+
+    def log_prob(self, z: Tensor) -> Tensor:
+        """``log p(y | loc + scale ⊙ z)``: ``(B, *event) -> (B,)``."""
+        return self.base.log_prob(self.to_x(z))

@@ -1,26 +1,28 @@
-r"""The one adapter between the posterior samplers and a diffusion prior (private).
+r"""The one adapter between the posterior samplers and a diffusion-type prior (private).
 
-For a model with a noise schedule ``x_t = α(t) x_0 + σ(t) ε`` and a score ``s(x, t) ≈ ∇ log p_t(x)`` it
-gives what every sampler of this package uses:
+Every diffusion-type family (ScoreSDE with any SDE, DDPM, EDM, flow matching) gives its σ-space
+denoiser ``D(x, σ) ≈ E[x_0 | x_0 + σ z = x]`` through ``model.denoiser()``
+(:class:`probgen.samplers.Denoiser`; ``x = x_t/α_t``, ``σ = σ_t/α_t``). The samplers of this package
+work in that space, so they never see a family's own schedule or prediction:
 
-* ``alpha(t)``, ``sigma(t)`` (``(B,)``), the time grid ``T = t_0 > … > t_L = t_min`` and the prior draw;
-* ``score(x, t)`` and the denoiser ``x̂₀(x, t) = (x + σ² s)/α`` (Tweedie's formula);
-* the ancestral (DDPM posterior) step ``q(x_s | x_t, x_0 = x̂₀)`` between two grid times ``s < t``:
+* the noise levels ``σ_max = σ_0 > … > σ_{N-1} = σ_min > σ_N = 0`` (EDM's, ρ = 7) and the prior draw
+  ``x ~ N(0, σ_max² I)``;
+* the denoiser ``x̂₀ = D(x, σ)`` and the score ``s = (x̂₀ - x)/σ²`` (Tweedie);
+* the ancestral (DDPM posterior) step ``q(x_s | x_t, x_0 = x̂₀)`` between two levels ``σ_s < σ_t``:
 
   .. math::
 
-      α_{t|s} = α_t/α_s,\quad σ_{t|s}^2 = σ_t^2 - α_{t|s}^2 σ_s^2,\quad
-      μ = \frac{α_{t|s} σ_s^2}{σ_t^2} x_t + \frac{α_s σ_{t|s}^2}{σ_t^2} x̂₀,\quad
-      σ̃^2 = \frac{σ_{t|s}^2 σ_s^2}{σ_t^2},
+      μ = x̂₀ + \frac{σ_s^2}{σ_t^2}(x_t - x̂₀) = x_t + (σ_t^2 - σ_s^2)\, s(x_t),\qquad
+      σ̃^2 = \frac{σ_s^2 (σ_t^2 - σ_s^2)}{σ_t^2},
 
-  which equals ``(x_t + σ_{t|s}² s(x_t, t))/α_{t|s}``, so a likelihood score ``g`` is added to the
-  score by shifting the mean by ``σ_{t|s}²/α_{t|s} · g``.
+  so a likelihood score ``g = ∇ log p(y | x_t)`` is added to the score by shifting the mean by
+  ``c g`` with ``c = σ_t² - σ_s²``. (For a VP model this is exactly its ancestral step, rescaled by ``α``.)
 
-Today it reads the models' current public API (``model.score(x, t)``, ``model.sde.marginal_scale`` /
-``marginal_std`` / ``prior_std`` / ``T``), which ScoreSDE (any SDE) and DDPM (its matched discrete VP
-SDE) both provide; the lead can later point it at the unified denoiser interface in one place.
+Standardized models (``probgen.ops.standardize``: ``x = loc + scale ⊙ z``) are priors on ``z``: the
+samplers run on ``z`` and the caller maps the likelihood through ``from_standard``
+(:func:`affine_of`).
 
-Reference: Ho, Jain & Abbeel (2020), arXiv:2006.11239, eq. 7; Song et al. (2021), arXiv:2011.13456.
+Reference: Ho, Jain & Abbeel (2020), arXiv:2006.11239, eq. 7; Karras et al. (2022), arXiv:2206.00364.
 """
 
 from __future__ import annotations
@@ -30,68 +32,84 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["DiffusionPrior", "is_diffusion"]
+from probgen.samplers import karras_sigmas
+
+__all__ = ["DiffusionPrior", "is_diffusion", "affine_of"]
 
 
 def is_diffusion(model: Any) -> bool:
-    """Whether ``model`` has a score and a forward SDE (ScoreSDE, DDPM)."""
-    sde = getattr(model, "sde", None)
-    return callable(getattr(model, "score", None)) and sde is not None and hasattr(sde, "marginal_std")
+    """Whether ``model`` gives a σ-space denoiser (``model.denoiser()``: DDPM, ScoreSDE, EDM, flow matching)."""
+    return callable(getattr(model, "denoiser", None)) and getattr(model, "event_shape", None) is not None
+
+
+def affine_of(model: Any) -> tuple[Tensor, Tensor] | None:
+    """``(loc, scale)`` of a standardized model (``x = loc + scale ⊙ z``), else ``None``."""
+    if callable(getattr(model, "from_standard", None)) and callable(getattr(model, "to_standard", None)):
+        return model.loc, model.scale
+    return None
 
 
 class DiffusionPrior:
-    """``alpha``, ``sigma``, ``score``, ``denoise``, ``ancestral`` and the time grid of a diffusion model."""
+    """Noise levels, prior draw, denoiser, score and ancestral step of a model's σ-space denoiser.
 
-    def __init__(self, model: Any, *, dtype: torch.dtype, device: torch.device):
-        self.model = model
-        self.sde = model.sde
-        self.T = float(self.sde.T)
+    Args:
+        model: a model with ``denoiser()`` and ``event_shape``.
+        dtype, device: of the draws.
+        clip_x0: ``(low, high)``: clamp every ``x̂₀`` to the data range (DDPM's ``clip_x0``), or ``None``.
+            A trained ε-network's ``x̂₀ = x - σ ε̂`` at large ``σ`` (and its Jacobian, which the guided
+            methods multiply by ``σ²``) carries ``σ`` times the network's error; clamping keeps the
+            guided chains of images finite (Ho et al. 2020 clip the same way).
+
+    Attributes:
+        denoiser: ``model.denoiser()``; sigma_min, sigma_max: its range; event_shape.
+    """
+
+    def __init__(self, model: Any, *, dtype: torch.dtype, device: torch.device,
+                 clip_x0: tuple[float, float] | None = None):
+        self.denoiser = model.denoiser()
+        self.clip_x0 = clip_x0
+        self.sigma_min, self.sigma_max = float(self.denoiser.sigma_min), float(self.denoiser.sigma_max)
         self.event_shape = tuple(model.event_shape)
         self.dtype, self.device = dtype, device
-        num_steps = getattr(model, "num_steps", None)  # DDPM: nothing below step 1
-        self.t_min = max(1e-3, 1.0 / num_steps) if isinstance(num_steps, int) else 1e-3
-        self.nfe = 0
-        self._schedule: dict[float, tuple[float, float]] = {}  # t -> (α_t, σ_t), filled once per grid time
+        self._calls = 0
+        self._levels: dict[tuple[float, int], Tensor] = {}  # (σ, B) -> σ as a (B,) tensor, built once
 
-    def times(self, steps: int) -> Tensor:
-        """``steps + 1`` times from ``T`` down to ``t_min``, uniform."""
-        return torch.linspace(self.T, self.t_min, steps + 1, dtype=self.dtype, device=self.device)
+    @property
+    def nfe(self) -> int:
+        """Network evaluations since construction."""
+        return self._calls
 
-    def _t(self, t: Tensor | float, n: int) -> Tensor:
-        return torch.as_tensor(t, dtype=self.dtype, device=self.device).expand(n)
-
-    def _ab(self, t: Tensor | float) -> tuple[float, float]:
-        key = float(t)
-        if key not in self._schedule:
-            one = self._t(key, 1)
-            self._schedule[key] = (float(self.sde.marginal_scale(one)), float(self.sde.marginal_std(one)))
-        return self._schedule[key]
-
-    def alpha(self, t: Tensor | float, n: int = 1) -> Tensor:
-        return torch.full((n,), self._ab(t)[0], dtype=self.dtype, device=self.device)
-
-    def sigma(self, t: Tensor | float, n: int = 1) -> Tensor:
-        return torch.full((n,), self._ab(t)[1], dtype=self.dtype, device=self.device)
+    def sigmas(self, steps: int) -> list[float]:
+        """``steps`` noise levels from ``σ_max`` down to ``σ_min``, then ``0`` (Python floats, ``steps + 1``)."""
+        return karras_sigmas(steps, self.sigma_min, self.sigma_max, dtype=torch.float64).tolist()
 
     def prior(self, num: int, generator: torch.Generator | None) -> Tensor:
-        """``x_T ~ N(0, σ_T² I)`` (the SDE's prior)."""
+        """``x ~ N(0, σ_max² I)``: ``(num, *event)``."""
         z = torch.randn((num, *self.event_shape), generator=generator, dtype=self.dtype, device=self.device)
-        return z * float(self.sde.prior_std)
+        return z * self.sigma_max
 
-    def score(self, x: Tensor, t: Tensor | float) -> Tensor:
-        self.nfe += 1
-        return self.model.score(x, self._t(t, x.shape[0]))
+    def level(self, sigma: float, n: int) -> Tensor:
+        """``σ`` as a ``(n,)`` tensor (cached: no allocation per step)."""
+        key = (sigma, n)
+        out = self._levels.get(key)
+        if out is None:
+            out = self._levels[key] = torch.full((n,), sigma, dtype=self.dtype, device=self.device)
+        return out
 
-    def denoise(self, x: Tensor, t: Tensor | float) -> Tensor:
-        """Tweedie: ``x̂₀ = (x + σ(t)² s(x, t)) / α(t)``."""
-        a, s = self._ab(t)
-        return (x + s * s * self.score(x, t)) / a
+    def denoise(self, x: Tensor, sigma: float) -> Tensor:
+        """``x̂₀ = D(x, σ)`` for ``x: (B, *event)``."""
+        self._calls += 1
+        x0 = self.denoiser(x, self.level(sigma, x.shape[0]))
+        return x0 if self.clip_x0 is None else x0.clamp(*self.clip_x0)
 
-    def ancestral(self, x: Tensor, x0: Tensor, t: Tensor | float, s: Tensor | float) -> tuple[Tensor, Tensor, Tensor]:
-        """``(μ, σ̃, c)`` of ``q(x_s | x_t, x̂₀)``: mean ``(B, *event)``, std and guidance weight ``c = σ_{t|s}²/α_{t|s}`` (floats)."""
-        (a_t, sd_t), (a_s, sd_s) = self._ab(t), self._ab(s)
-        v_t, v_s = sd_t**2, sd_s**2
-        a_ts = a_t / a_s
-        v_ts = max(v_t - a_ts**2 * v_s, 0.0)
-        mean = (a_ts * v_s / v_t) * x + (a_s * v_ts / v_t) * x0
-        return mean, torch.tensor((v_ts * v_s / v_t) ** 0.5), torch.tensor(v_ts / a_ts)
+    def score(self, x: Tensor, sigma: float) -> Tensor:
+        """``∇ log p_σ(x) = (D(x, σ) - x)/σ²``."""
+        return (self.denoise(x, sigma) - x) / (sigma * sigma)
+
+    @staticmethod
+    def ancestral(x: Tensor, x0: Tensor, sigma: float, sigma_next: float) -> tuple[Tensor, float, float]:
+        """``(μ, σ̃, c)`` of ``q(x_s | x_t, x̂₀)``: mean ``(B, *event)``, std and guidance weight ``c = σ_t² - σ_s²``."""
+        v_t, v_s = sigma * sigma, sigma_next * sigma_next
+        ratio = v_s / v_t
+        mean = torch.lerp(x0, x, ratio)  # x̂₀ + (σ_s²/σ_t²)(x - x̂₀)
+        return mean, (v_s * (v_t - v_s) / v_t) ** 0.5, v_t - v_s

@@ -2,8 +2,10 @@ r"""Checking posterior samplers against exact posteriors: Gaussian-mixture prior
 
 A Gaussian mixture ``p(x) = Σ_k w_k N(x; μ_k, Σ_k)`` has everything in closed form:
 
-* the diffused marginal ``p_t = Σ_k w_k N(α_t μ_k, α_t² Σ_k + σ_t² I)`` and its score, so it can stand as
-  the *exact* network of a ScoreSDE (``score_fn``) or a DDPM (``eps_fn``: ``ε̂ = -σ_t s``);
+* the diffused marginal ``p_t = Σ_k w_k N(α_t μ_k, α_t² Σ_k + σ_t² I)``, its score and Tweedie's
+  denoiser ``E[x_0 | x_t]`` (``denoise``), so it can stand as the *exact* network of a ScoreSDE
+  (``score_fn``), a DDPM (``eps_fn``: ``ε̂ = -σ_t s``) or flow matching (``velocity_fn``), or, through
+  ``denoise``, of any family's preconditioned network (EDM);
 * the posterior under ``y = A x + σ_y ε``, again a mixture:
 
   .. math::
@@ -97,6 +99,11 @@ class GaussianMixture:
         resp = torch.softmax(comp + self.weights.to(x).log(), -1)
         return (resp[..., None] * sol).sum(1)
 
+    def denoise(self, x: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
+        """Tweedie's ``E[x_0 | x_t = x] = (x + σ² ∇ log p_t(x)) / α`` on the path ``x_t = α x_0 + σ z``; ``(B, D)``."""
+        n = x.dim()
+        return (x + append_dims(sigma**2, n) * self.marginal_score(x, alpha, sigma)) / append_dims(alpha, n)
+
     def score_fn(self, sde: Any) -> nn.Module:
         """The exact score ``net(x, t)`` for ``ScoreSDE(..., net=gm.score_fn(sde), parameterization="score")``."""
         return _FunctionNet(lambda x, t: self.marginal_score(x, sde.marginal_scale(t), sde.marginal_std(t)))
@@ -109,6 +116,19 @@ class GaussianMixture:
             sigma = schedule.marginal_std(t)
             return -append_dims(sigma, x.dim()) * self.marginal_score(x, schedule.marginal_alpha(t), sigma)
         return _FunctionNet(eps)
+
+    def velocity_fn(self, path: Any) -> nn.Module:
+        """The exact flow-matching velocity ``net(x, t) = E[α' x_0 + σ' z | x_t = x] = α' x̂₀ + σ' (x - α x̂₀)/σ``
+        on a Gaussian ``path`` (``mean_scale``, ``std``, ``d_mean_scale``, ``d_std``), for
+        ``FlowMatching(..., net=gm.velocity_fn(model.path))``."""
+        def velocity(x: Tensor, t: Tensor) -> Tensor:
+            t = t.to(x)
+            a, s = path.mean_scale(t), path.std(t)
+            x0 = self.denoise(x, a, s)
+            n = x.dim()
+            da, ds = append_dims(path.d_mean_scale(t), n), append_dims(path.d_std(t), n)
+            return da * x0 + ds * (x - append_dims(a, n) * x0) / append_dims(s, n)
+        return _FunctionNet(velocity)
 
     def sample(self, num: int, *, generator: torch.Generator | None = None) -> Tensor:
         """``(num, D)`` draws."""

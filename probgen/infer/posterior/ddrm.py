@@ -14,7 +14,8 @@ def ddrm(prior, likelihood, num_samples: int, *, steps: int = 100, eta: float = 
          generator: torch.Generator | None = None) -> dict[str, Tensor]:
     r"""DDIM-like reverse steps done coordinate-wise in the spectral space of ``A = U diag(s) Vᵀ``.
 
-    In the scaled variable ``x̄ = Vᵀ x_t / α_t`` (noise level ``σ̄_t = σ_t/α_t``), with
+    In the spectral coordinates ``x̄ = Vᵀ x_t`` of σ-space (``x_t = x_0 + σ̄_t z``; see
+    :mod:`probgen.infer.posterior`), with
     ``ȳ_i = (Uᵀ y)_i / s_i`` and ``σ_i = σ_y / s_i``, each step ``t → s`` sets, from ``x̂₀`` (``x̄̂₀ = Vᵀ x̂₀``):
 
     .. math::
@@ -25,8 +26,8 @@ def ddrm(prior, likelihood, num_samples: int, *, steps: int = 100, eta: float = 
           (1-η_b) x̄̂_{0,i} + η_b ȳ_i + \sqrt{σ̄_s^2 - σ_i^2 η_b^2}\, z & σ̄_s ≥ σ_i,
         \end{cases}
 
-    then ``x_s = α_s V x̄_s``; the last step (``σ̄ = 0``) returns ``x̂₀`` with the noiseless observed
-    coordinates. No gradients: one network call per step. Not exact for non-Gaussian priors (it never
+    then ``x_s = V x̄_s``; the last step (``σ̄ = 0``) returns ``x̂₀``. No gradients: one network call
+    per step, the SVD built once. Not exact for non-Gaussian priors (it never
     weighs the prior's modes by the likelihood); shown in docs/conditioning.md.
 
     Args:
@@ -44,24 +45,27 @@ def ddrm(prior, likelihood, num_samples: int, *, steps: int = 100, eta: float = 
     sv = svd.singulars.to(dtype=prior.dtype, device=prior.device)
     k = sv.shape[0]
     pos = sv > 1e-8 * sv.max()
-    y_bar = svd.Ut(y.to(prior.dtype).reshape(1, -1))[:, :k] / torch.where(pos, sv, torch.ones_like(sv))
-    sig_i = noise_std / torch.where(pos, sv, torch.ones_like(sv))
-    ts = prior.times(steps)
+    safe = torch.where(pos, sv, torch.ones_like(sv))
+    y_bar = svd.Ut(y.to(dtype=prior.dtype, device=prior.device).reshape(1, -1))[:, :k] / safe
+    sig_i = noise_std / safe
+    sigmas = prior.sigmas(steps)
     x = prior.prior(num_samples, generator)
-    for i in range(steps + 1):
-        t = ts[i]
-        a_t, sb_t = float(prior.alpha(t)), float(prior.sigma(t) / prior.alpha(t))
-        a_s, sb_s = (float(prior.alpha(ts[i + 1])), float(prior.sigma(ts[i + 1]) / prior.alpha(ts[i + 1]))) \
-            if i < steps else (1.0, 0.0)
+    z = torch.empty((num_samples, operator.in_dim), dtype=x.dtype, device=x.device)
+    keep = (1 - eta**2) ** 0.5
+    for sigma, sigma_next in zip(sigmas[:-2], sigmas[1:-1]):
         with torch.no_grad():
-            x0 = svd.Vt(prior.denoise(x, t))
-        xt = svd.Vt(x / a_t)
-        z = torch.randn(x0.shape, generator=generator, dtype=x.dtype, device=x.device)
-        new = x0 + (1 - eta**2) ** 0.5 * sb_s * (xt - x0) / sb_t + eta * sb_s * z  # null space
+            x0 = svd.Vt(prior.denoise(x, sigma))
+        xt = svd.Vt(x)
+        z.normal_(generator=generator)
+        new = x0 + (keep * sigma_next / sigma) * (xt - x0) + (eta * sigma_next) * z  # null space
         o0, oz = x0[:, :k], z[:, :k]
-        below = o0 + (1 - eta**2) ** 0.5 * sb_s * (y_bar - o0) / sig_i + eta * sb_s * oz
-        above = (1 - eta_b) * o0 + eta_b * y_bar + (sb_s**2 - sig_i**2 * eta_b**2).clamp_min(0).sqrt() * oz
-        observed = torch.where(sb_s < sig_i, below, above)
+        below = o0 + keep * sigma_next * (y_bar - o0) / sig_i + eta * sigma_next * oz
+        above = (1 - eta_b) * o0 + eta_b * y_bar + (sigma_next**2 - sig_i**2 * eta_b**2).clamp_min(0).sqrt() * oz
+        observed = torch.where(sigma_next < sig_i, below, above)
         new[:, :k] = torch.where(pos, observed, new[:, :k])
-        x = a_s * svd.V(new)
-    return {"samples": x}
+        x = svd.V(new)
+    with torch.no_grad():  # the last step (σ = 0): x̂₀ with the noiseless observed coordinates
+        x0 = svd.Vt(prior.denoise(x, sigmas[-2]))
+    final = (1 - eta_b) * x0[:, :k] + eta_b * y_bar
+    x0[:, :k] = torch.where(pos & (sig_i <= 0), final, x0[:, :k])
+    return {"samples": svd.V(x0)}

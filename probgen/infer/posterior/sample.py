@@ -10,7 +10,7 @@ r"""``posterior_sample``: draws of a site of a Pyro model whose prior is a probg
     post.to_inference_data()  # ArviZ
 
 Methods (one module each): ``"dps"``, ``"pigdm"``, ``"ddrm"``, ``"annealed-langevin"``, ``"smc"`` for
-diffusion priors (ScoreSDE, DDPM); ``"mcmc"`` for any prior with a differentiable ``log_prob`` (flows,
+diffusion-type priors (any model with ``denoiser()``: DDPM, ScoreSDE, EDM, flow matching); ``"mcmc"`` for any prior with a differentiable ``log_prob`` (flows,
 EBMs, diffusion models through the probability-flow ODE). ``"pigdm"`` and ``"ddrm"`` need the
 observation to be ``LinearGaussian(op, σ)(x)``; the others read ``log p(y | x)`` from the model.
 """
@@ -26,8 +26,8 @@ import torch
 from torch import Tensor
 
 from probgen._checks import check_choice, check_int
-from probgen.infer.posterior._likelihood import ModelLikelihood
-from probgen.infer.posterior._prior import DiffusionPrior, is_diffusion
+from probgen.infer.posterior._likelihood import AffineLikelihood, ModelLikelihood
+from probgen.infer.posterior._prior import DiffusionPrior, affine_of, is_diffusion
 from probgen.infer.posterior.calibration import GaussianMixture  # noqa: F401  (the doctest's prior)
 from probgen.infer.posterior.ddrm import ddrm
 from probgen.infer.posterior.dps import dps
@@ -59,7 +59,7 @@ class PosteriorResult:
         samples: ``(num_samples, *event)`` draws (equally weighted).
         method: the method's name; site: the site's name.
         wall_time: seconds.
-        nfe: network (score) evaluations, for the diffusion methods.
+        nfe: network (denoiser) evaluations, for the diffusion methods (per particle for SMC).
         log_weights: SMC: ``(K,)`` normalised log weights of the final particles (before resampling).
         ess: SMC: ``(steps,)`` effective sample size along the chain.
         accept_prob: MCMC: ``(chains, draws)`` acceptance probabilities.
@@ -103,7 +103,8 @@ class PosteriorResult:
 
 
 def posterior_sample(model: Callable, *args: Any, site: str, method: str = "smc", num_samples: int = 100,
-                     generator: torch.Generator | None = None, **opts: Any) -> PosteriorResult:
+                     generator: torch.Generator | None = None, clip_x0: tuple[float, float] | None = None,
+                     **opts: Any) -> PosteriorResult:
     r"""Draws of ``p(x | y)`` for the site ``x`` of a Pyro model whose prior is a probgen model.
 
     The model is written as usual: ``x = pyro.sample(site, prior_model.as_distribution())`` and any
@@ -118,6 +119,9 @@ def posterior_sample(model: Callable, *args: Any, site: str, method: str = "smc"
         method: ``"dps"``, ``"pigdm"``, ``"ddrm"``, ``"annealed-langevin"``, ``"smc"`` or ``"mcmc"``.
         num_samples: draws to return.
         generator: a ``torch.Generator`` for reproducible draws.
+        clip_x0: diffusion methods: ``(low, high)`` clamps every denoised ``x̂₀`` to the data range (as
+            DDPM's ``sample(clip_x0=...)``); advised for images with trained ε-networks, whose ``x̂₀`` at
+            high noise is ``σ`` times off (it keeps the guided chains finite). Not for a standardized model.
         **opts: the method's options (``steps``, ``scale``, ``num_particles``, ``kernel``, ...; see
             each method's docstring in :mod:`probgen.infer.posterior`).
 
@@ -147,6 +151,12 @@ def posterior_sample(model: Callable, *args: Any, site: str, method: str = "smc"
     num_samples = check_int("num_samples", num_samples, minimum=1)
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+    if clip_x0 is not None:
+        if (not isinstance(clip_x0, (tuple, list)) or len(clip_x0) != 2
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in clip_x0)
+                or not clip_x0[0] < clip_x0[1]):
+            raise ValueError(f"clip_x0 must be None or (low, high) with low < high, got {clip_x0!r}")
+        clip_x0 = (float(clip_x0[0]), float(clip_x0[1]))
     likelihood = ModelLikelihood(model, args, {}, site)
     prior_model = getattr(likelihood.prior, "model", None)
     if method in _LINEAR_METHODS and likelihood.linear is None:
@@ -158,15 +168,23 @@ def posterior_sample(model: Callable, *args: Any, site: str, method: str = "smc"
     fn = POSTERIOR_METHODS[method]
     start = time.perf_counter()
     if method == "mcmc":
+        if clip_x0 is not None:
+            raise ValueError("clip_x0 applies to the diffusion methods, not to method='mcmc'")
         out = fn(likelihood.prior, likelihood, num_samples, generator=generator, dtype=likelihood.dtype,
                  device=likelihood.device, **opts)
         nfe = 0
     else:
         if not is_diffusion(prior_model):
             raise ValueError(
-                f"method={method!r} needs a diffusion prior (a model with .score(x, t) and .sde, e.g. ScoreSDE or "
-                f"DDPM) at site {site!r}, got {type(prior_model or likelihood.prior).__name__}; use method='mcmc'")
-        prior = DiffusionPrior(prior_model, dtype=likelihood.dtype, device=likelihood.device)
+                f"method={method!r} needs a diffusion-type prior (a model with .denoiser(): DDPM, ScoreSDE, EDM, flow "
+                f"matching) at site {site!r}, got {type(prior_model or likelihood.prior).__name__}; use method='mcmc'")
+        affine = affine_of(prior_model)
+        if affine is not None:  # a standardized model: sample z, observe x = loc + scale ⊙ z
+            likelihood = AffineLikelihood(likelihood, *affine)
+        if affine is not None and clip_x0 is not None:
+            raise ValueError(f"clip_x0={clip_x0} cannot apply to the standardized model at site {site!r} (its "
+                             "diffusion runs on standardized values); leave clip_x0=None")
+        prior = DiffusionPrior(prior_model, dtype=likelihood.dtype, device=likelihood.device, clip_x0=clip_x0)
         try:
             out = fn(prior, likelihood, num_samples, generator=generator, **opts)
         except TypeError as error:
@@ -174,6 +192,9 @@ def posterior_sample(model: Callable, *args: Any, site: str, method: str = "smc"
                 raise TypeError(f"method={method!r} got an unknown option: {error}") from None
             raise
         nfe = prior.nfe
+        if affine is not None:
+            out = {key: likelihood.to_x(value) if key in ("samples", "particles") else value
+                   for key, value in out.items()}
     samples = out.pop("samples")
     chains = out.get("chains")
     return PosteriorResult(
