@@ -15,8 +15,8 @@ Gaussian KLs (Ho et al. eq. 5):
 
 :meth:`DDPM.model` and :meth:`DDPM.guide` write exactly this chain as Pyro programs (one sample site
 per step), so ``pyro.infer.Trace_ELBO().loss(model.model, model.guide, x)`` is an unbiased estimate of
-``-elbo(x).sum()``. Sampling runs Algorithm 2 (ancestral), DDIM or DPM-Solver
-(:mod:`probgen.samplers.ddim`, :mod:`probgen.samplers.dpm_solver`); :meth:`DDPM.log_prob` is the exact
+``-elbo(x).sum()``. Sampling runs Algorithm 2 (ancestral), DDIM, DPM-Solver or any σ-space sampler on the
+model's denoiser (:mod:`probgen.samplers`); :meth:`DDPM.log_prob` is the exact
 likelihood of the probability-flow ODE of the VP SDE matched to the schedule
 (:class:`probgen.sde.discrete.DiscreteVPSDE`).
 
@@ -55,6 +55,7 @@ from probgen.diffusion.base import (
 )
 from probgen.ops.shapes import append_dims, batch_sum, event_numel
 from probgen.protocol import ModelDistribution
+from probgen.samplers.base import schedule_denoiser
 from probgen.samplers.ddim import sample_ancestral, sample_ddim
 from probgen.samplers.dpm_solver import sample_dpm_solver
 from probgen.samplers.karras import KARRAS_SAMPLERS
@@ -548,11 +549,6 @@ class DDPM(_DiffusionBase):
                                                               torch.full_like(x, math.sqrt(beta))).to_event(event_dim))
 
     # ------------------------------------------------------------------------------------------ sampling
-    def _continuous_eps(self, net: Callable) -> Callable[[Tensor, Tensor], Tensor]:
-        def eps_fn(x: Tensor, index: Tensor) -> Tensor:
-            return net(x, index.to(x.dtype))
-        return eps_fn
-
     def sample(
         self,
         num_samples: int,
@@ -579,9 +575,15 @@ class DDPM(_DiffusionBase):
         * ``"dpm-solver"``: :func:`probgen.samplers.dpm_solver.sample_dpm_solver` with ``steps``
           evaluations (default 20); ``**opts``: ``order``, ``method`` (``"multistep"``/``"singlestep"``),
           ``algorithm``, ``time_grid_type``, ...
-        * ``"euler"``, ``"heun"``, ``"euler-ancestral"``, ``"dpm++2m"``, ``"reverse-sde"``, ``"pc-sigma"``,
-          ``"annealed-langevin-sigma"``: the σ-space samplers of :mod:`probgen.samplers.karras` on
-          :meth:`denoiser` (Karras ρ = 7 grid with ``steps`` levels, default 18; ``**opts`` go to the sampler);
+        * ``"euler"``, ``"heun"``, ``"euler-ancestral"``, ``"dpm++2m"``, ``"dpm-solver-sigma"``, ``"ode-sigma"``,
+          ``"reverse-sde"``, ``"pc-sigma"``, ``"annealed-langevin-sigma"``: the σ-space samplers of
+          :data:`probgen.samplers.KARRAS_SAMPLERS` (Karras ρ = 7 grid with ``steps`` levels, default 18;
+          ``**opts`` go to the sampler).
+
+        Every method runs on :meth:`denoiser` through the one implementation of its algorithm (the first three
+        through their front ends, which turn the steps into a σ grid: ``"ancestral"`` is
+        :func:`~probgen.samplers.sample_euler_ancestral`, exact for the posterior ``q(x_{t-1} | x_t, x̂_0)``;
+        ``"ddim"`` the same with ``η``; ``"dpm-solver"`` :func:`~probgen.samplers.sample_dpm_solver_sigma`).
 
         Args:
             num_samples: ``B >= 1``.
@@ -625,21 +627,21 @@ class DDPM(_DiffusionBase):
             start: Any = x_init.to(device=device, dtype=dtype)
         else:
             start = shape
-        net = self._pick_net(use_ema)
+        denoiser = self.denoiser(use_ema=use_ema)
         common = {"clip_x0": clip_x0, "generator": generator, "device": device, "dtype": dtype}
         with torch.no_grad():
             if method == "ancestral":
                 if steps not in (None, self.num_steps):
                     raise ValueError(f"method='ancestral' runs all num_steps = {self.num_steps} steps, got steps={steps}; "
                                      "use method='ddim' (eta=1 for a stochastic chain) or 'dpm-solver' for fewer")
-                result = sample_ancestral(net, self.schedule, start,
+                result = sample_ancestral(denoiser, self.schedule, start,
                                           variance=self.reverse_variances().to(device), **common)
             elif method == "ddim":
-                result = sample_ddim(net, self.schedule, start, steps=steps or min(50, self.num_steps),
+                result = sample_ddim(denoiser, self.schedule, start, steps=steps or min(50, self.num_steps),
                                      eta=eta, **common)
             else:
-                result = sample_dpm_solver(self._continuous_eps(net), self.schedule, start,
-                                           steps=steps or min(20, self.num_steps), **common, **opts)
+                result = sample_dpm_solver(denoiser, self.schedule, start, steps=steps or min(20, self.num_steps),
+                                           **common, **opts)
         if return_nfe:
             return result.samples, int(result.nfe)
         return result.samples
@@ -659,12 +661,8 @@ class DDPM(_DiffusionBase):
         return self._score(x, t.to(x), self._pick_net(use_ema))
 
     def _make_denoiser(self, net: Callable) -> Any:
-        from probgen.samplers.denoiser import PathDenoiser
-
-        def eps(x: Tensor, t: Tensor) -> Tensor:
-            return net(x, self.schedule.time_to_index(t))
-
-        return PathDenoiser(self.sde, eps, prediction="eps", t_min=1.0 / self.num_steps, t_max=1.0)
+        # the net sees its integer step index at the steps (ancestral, DDIM) and t N - 1 between them
+        return schedule_denoiser(net, self.schedule, path=self.sde, name="eps_net", detach=False)[1]
 
     def _score(self, x: Tensor, t: Tensor, net: Callable) -> Tensor:
         eps = net(x, self.schedule.time_to_index(t))

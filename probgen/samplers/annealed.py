@@ -135,7 +135,8 @@ def annealed_langevin(
 
     Args:
         score_fn: ``score_fn(x, sigma) -> Tensor like x`` with ``x: (B, *event)``, ``sigma: (B,)``; it
-            becomes the denoiser ``D = x + σ² s`` of the noised data.
+            becomes the denoiser ``D = x + σ² s`` of the noised data; or a VE-type model's
+            :class:`~probgen.samplers.Denoiser` itself.
         sigmas: noise levels ``(L,)``, positive and strictly decreasing (e.g. :func:`geometric_sigmas`).
         shape: ``(B, *event)`` of the draws.
         steps_per_level: ``K >= 1``.
@@ -174,12 +175,17 @@ def annealed_langevin(
         if tuple(x_init.shape) != shape:
             raise ValueError(f"x_init must have shape {shape} (the shape argument), got {tuple(x_init.shape)}")
         x = x_init.detach()
-    score = _CountedScore(score_fn)
-    sigma_min, sigma_max = float(sigmas[-1]), float(sigmas[0])
-    denoiser = Denoiser(lambda y, sigma: y + append_dims(sigma**2, y.dim()) * score(y, sigma), sigma_min=sigma_min,
-                        sigma_max=sigma_max if sigma_max > sigma_min else math.nextafter(sigma_min, math.inf))
+    if isinstance(score_fn, Denoiser):
+        denoiser = score_fn
+    else:
+        score = _CountedScore(score_fn)
+        sigma_min, sigma_max = float(sigmas[-1]), float(sigmas[0])
+        denoiser = Denoiser(lambda y, sigma: y + append_dims(sigma**2, y.dim()) * score(y, sigma),
+                            sigma_min=sigma_min,
+                            sigma_max=sigma_max if sigma_max > sigma_min else math.nextafter(sigma_min, math.inf))
+    start = denoiser.nfe
     inner = None if callback is None else (lambda i, y, sigma, denoised: callback(i, y, sigma))
     x = sample_annealed_langevin(denoiser, x, torch.cat([sigmas, sigmas.new_zeros(1)]).to(x), callback=inner,
                                  generator=generator, steps_per_level=steps_per_level, step_lr=step_lr,
                                  denoise=denoise)
-    return SampleResult(samples=x, nfe=score.calls, info={"num_levels": sigmas.shape[0]})
+    return SampleResult(samples=x, nfe=denoiser.nfe - start, info={"num_levels": sigmas.shape[0]})

@@ -251,7 +251,7 @@ def _start(
 
 def schedule_denoiser(eps_fn: Any, schedule: DiscreteSchedule, *, clip_x0: tuple[float, float] | None = None,
                       integer_index: bool = True, path: Any = None,
-                      name: str = "eps_fn") -> tuple[Any, Any]:
+                      name: str = "eps_fn", detach: bool = True) -> tuple[Any, Any]:
     """``(path, denoiser)`` of a noise predictor ``eps_fn(x_t, index)`` on a DDPM schedule.
 
     The path is the schedule's VP bridge (default: :class:`~probgen.sde.DiscreteVPSDE` with the
@@ -259,9 +259,10 @@ def schedule_denoiser(eps_fn: Any, schedule: DiscreteSchedule, *, clip_x0: tuple
     ``t N - 1`` of the time, as a ``LongTensor`` at the steps when ``integer_index`` (within 1e-3 of an
     integer, so that a float32 time still lands on its step) and a float tensor between them. ``eps_fn`` may
     also be a :class:`~probgen.samplers.denoiser.Denoiser` already (a model's ``denoiser()``). With
-    ``clip_x0 = (low, high)`` the denoiser's ``x̂_0`` is clamped (``ε̂`` follows from it).
+    ``clip_x0 = (low, high)`` the denoiser's ``x̂_0`` is clamped (``ε̂`` follows from it). The network's output
+    shape is checked (under ``name``) and, with ``detach``, detached (samplers record no graph).
     """
-    from probgen.samplers.denoiser import Denoiser
+    from probgen.samplers.denoiser import Denoiser, PathDenoiser
     from probgen.sde.discrete import DiscreteVPSDE
 
     path = path if path is not None else DiscreteVPSDE(schedule, interpolation="linear")
@@ -274,8 +275,11 @@ def schedule_denoiser(eps_fn: Any, schedule: DiscreteSchedule, *, clip_x0: tuple
                 index = rounded.long()
         return eps_fn(x, index)
 
-    denoiser = as_denoiser(eps_fn if isinstance(eps_fn, Denoiser) else predict, path, prediction="eps",
-                           name=name, t_min=1.0 / schedule.num_steps, t_max=1.0)
+    if isinstance(eps_fn, Denoiser):
+        denoiser = eps_fn
+    else:
+        fn = _CountedScore(predict, name) if detach else predict
+        denoiser = PathDenoiser(path, fn, prediction="eps", t_min=1.0 / schedule.num_steps, t_max=1.0)
     if clip_x0 is not None:
         inner = denoiser
         denoiser = Denoiser(lambda x, sigma: inner(x, sigma).clamp(*clip_x0), sigma_min=inner.sigma_min,
