@@ -22,12 +22,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from probgen._checks import check_int, check_output_shape, check_real, check_tensor
+from probgen._checks import check_bool, check_int, check_output_shape, check_real, check_tensor
 from probgen.sde.base import SDE, check_sample_shape
 from probgen.sde.discrete import DiscreteSchedule, uniform_timesteps
 
 __all__ = ["SampleResult", "Callback", "SigmaCallback", "check_sde", "check_callback", "check_eps",
-           "check_sigma_sampler", "as_denoiser", "run_on_path", "schedule_denoiser"]
+           "check_sigma_sampler", "as_denoiser", "run_on_path", "run_on_sde", "schedule_denoiser",
+           "positive_levels", "denoise_to_zero"]
 
 Callback = Callable[[int, Tensor, Any], None]
 """``callback(i, x, t)``: called after step ``i`` with the current state and time (or noise level)."""
@@ -143,6 +144,24 @@ def full_sigma(x: Tensor, sigma: Tensor) -> Tensor:
     return sigma.expand(x.shape[0])
 
 
+def positive_levels(sigmas: Tensor) -> Tensor:
+    """The non-zero levels of ``sigmas`` (only a last one may be 0), for the samplers that integrate over them."""
+    positive = sigmas[sigmas > 0]
+    if positive.shape[0] < sigmas.shape[0] - 1:
+        raise ValueError("sigmas must be positive except for a last 0")
+    return positive
+
+
+def denoise_to_zero(model: Any, x: Tensor, sigmas: Tensor, callback: SigmaCallback | None) -> Tensor:
+    """A last step to ``σ = 0`` (when ``sigmas`` ends at 0): Tweedie's ``D(x, σ_{N-1})``."""
+    if float(sigmas[-1]) != 0.0:
+        return x
+    denoised = model(x, full_sigma(x, sigmas[-2]))
+    if callback is not None:
+        callback(sigmas.shape[0] - 2, denoised, 0.0, denoised)
+    return denoised
+
+
 # ------------------------------------------------------------------------ front ends -> σ-space
 def as_denoiser(fn: Any, path: Any, *, prediction: str, name: str, t_min: float, t_max: float) -> Any:
     """``fn`` itself when it is a :class:`~probgen.samplers.denoiser.Denoiser` (a model's ``denoiser()``),
@@ -190,6 +209,43 @@ def run_on_path(
     out = sampler(denoiser, x / scale[0], sigmas.to(dtype=x.dtype, device=x.device), callback=inner,
                   generator=generator, **options)
     return out * scale[-1], denoiser.nfe - start
+
+
+def run_on_sde(
+    sampler: Callable[..., Tensor],
+    score_fn: Any,
+    sde: Any,
+    shape: Sequence[int],
+    *,
+    num_steps: int,
+    eps: Any,
+    denoise: Any,
+    callback: Any,
+    x_init: Tensor | None,
+    generator: torch.Generator | None,
+    device: torch.device | str | None,
+    dtype: torch.dtype | None,
+    report_start: bool = False,
+    **options: Any,
+) -> tuple[Tensor, int, float]:
+    """The front ends over ``(score_fn, sde)``: check ``sde``, ``eps``, ``callback``, ``denoise``; draw ``x_T``
+    (or take ``x_init``); run ``sampler`` on the σ grid of ``T = t_0 > … > t_{num_steps} = eps`` (then
+    ``σ = 0`` with ``denoise``) by :func:`run_on_path`. ``callback(i, x, t)`` after step ``i`` (with
+    ``report_start``, first ``callback(0, x_T, T)`` and the steps from 1). Returns ``(x, nfe, eps)``."""
+    sde = check_sde(sde)
+    eps = check_eps(eps, sde.T)
+    callback = check_callback(callback)
+    check_bool("denoise", denoise)
+    x = _initial_state(sde, shape, x_init=x_init, generator=generator, device=device, dtype=dtype)
+    denoiser = as_denoiser(score_fn, sde, prediction="score", name="score_fn", t_min=eps, t_max=sde.T)
+    times = torch.linspace(sde.T, eps, num_steps + 1, dtype=torch.float64)
+    if report_start and callback is not None:
+        callback(0, x, sde.T)
+        report = callback
+        callback = lambda i, x_i, t: report(i + 1, x_i, t)  # noqa: E731
+    x, nfe = run_on_path(sampler, denoiser, sde, times, x, to_zero=denoise, callback=callback,
+                         marks=times[1:].tolist(), generator=generator, **options)
+    return x, nfe, eps
 
 
 # ------------------------------------------------------------------------ DDPM schedules (front ends)

@@ -51,7 +51,8 @@ from probgen.samplers.base import (
 from probgen.samplers.denoiser import Denoiser
 from probgen.sde.discrete import DiscreteSchedule
 
-__all__ = ["sample_dpm_solver", "sample_dpm_solver_sigma", "dpm_solver_orders", "DPM_SOLVER_METHODS", "DPM_SOLVER_ALGORITHMS", "TIME_GRIDS", "time_grid"]
+__all__ = ["sample_dpm_solver", "sample_dpm_solver_sigma", "dpm_solver_orders", "DPM_SOLVER_METHODS",
+           "DPM_SOLVER_ALGORITHMS", "TIME_GRIDS", "time_grid"]
 
 DPM_SOLVER_METHODS: tuple[str, ...] = ("multistep", "singlestep")
 DPM_SOLVER_ALGORITHMS: tuple[str, ...] = ("dpmsolver", "dpmsolver++")

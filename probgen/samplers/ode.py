@@ -17,20 +17,16 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from probgen._checks import check_bool, check_choice
+from probgen._checks import check_choice
 from probgen.ops.ode import ADAPTIVE_METHODS, FIXED_STEP_METHODS, ODE_METHODS, ODESolver, odeint_velocity
 from probgen.samplers.base import (
     Callback,
     SampleResult,
     SigmaCallback,
-    _initial_state,
-    as_denoiser,
-    check_callback,
-    check_eps,
-    check_sde,
     check_sigma_sampler,
-    full_sigma,
-    run_on_path,
+    denoise_to_zero,
+    positive_levels,
+    run_on_sde,
 )
 from probgen.samplers.denoiser import Denoiser
 from probgen.sde.base import SDE, ScoreFn
@@ -64,9 +60,7 @@ def sample_probability_flow(model: Denoiser, x: Tensor, sigmas: Tensor, *, callb
         True
     """
     x, sigmas = check_sigma_sampler(model, x, sigmas, callback)
-    positive = sigmas[sigmas > 0]
-    if positive.shape[0] < sigmas.shape[0] - 1:
-        raise ValueError("sigmas must be positive except for a last 0")
+    positive = positive_levels(sigmas)
     adaptive = check_choice("method", method, ODE_METHODS) in ADAPTIVE_METHODS
     solver = ODESolver(method, rtol=rtol, atol=atol, steps=None if adaptive else 1)
 
@@ -80,12 +74,7 @@ def sample_probability_flow(model: Denoiser, x: Tensor, sigmas: Tensor, *, callb
             x = odeint_velocity(velocity, x, logs[i], logs[j], solver=solver)[0][-1]
             if callback is not None:
                 callback(i, x, float(positive[j]), None)
-        if float(sigmas[-1]) == 0.0:
-            denoised = model(x, full_sigma(x, positive[-1]))
-            x = denoised
-            if callback is not None:
-                callback(sigmas.shape[0] - 2, x, 0.0, denoised)
-    return x
+        return denoise_to_zero(model, x, sigmas, callback)
 
 
 def sample_ode(
@@ -143,14 +132,8 @@ def sample_ode(
         >>> out.nfe
         40
     """
-    sde = check_sde(sde)
-    eps = check_eps(eps, sde.T)
-    callback = check_callback(callback)
-    check_bool("denoise", denoise)
     solver = ODESolver(method, rtol=rtol, atol=atol, steps=steps)
-    x = _initial_state(sde, shape, x_init=x_init, generator=generator, device=device, dtype=dtype)
-    denoiser = as_denoiser(score_fn, sde, prediction="score", name="score_fn", t_min=eps, t_max=sde.T)
-    times = torch.linspace(sde.T, eps, 2 if solver.adaptive else solver.steps + 1, dtype=torch.float64)
-    x, nfe = run_on_path(sample_probability_flow, denoiser, sde, times, x, to_zero=denoise, callback=callback,
-                         marks=times[1:].tolist(), method=method, rtol=rtol, atol=atol)
+    x, nfe, eps = run_on_sde(sample_probability_flow, score_fn, sde, shape, num_steps=1 if solver.adaptive else steps,
+                             eps=eps, denoise=denoise, callback=callback, x_init=x_init, generator=generator,
+                             device=device, dtype=dtype, method=method, rtol=rtol, atol=atol)
     return SampleResult(samples=x, nfe=nfe, info={"method": method, "steps": steps, "eps": eps})

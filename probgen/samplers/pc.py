@@ -20,21 +20,16 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from probgen._checks import check_bool, check_choice, check_int, check_nonnegative, check_positive
+from probgen._checks import check_choice, check_int, check_nonnegative, check_positive
 from probgen.ops.shapes import flatten_event
 from probgen.samplers.base import (
     Callback,
     SampleResult,
     SigmaCallback,
-    _initial_state,
     _randn_like,
-    as_denoiser,
-    check_callback,
-    check_eps,
-    check_sde,
     check_sigma_sampler,
     full_sigma,
-    run_on_path,
+    run_on_sde,
 )
 from probgen.samplers.denoiser import Denoiser
 from probgen.sde.base import SDE, ScoreFn
@@ -145,19 +140,13 @@ def sample_pc(
         >>> out.nfe
         21
     """
-    sde = check_sde(sde)
     steps = check_int("steps", steps, minimum=1)
     corrector_steps = check_int("corrector_steps", corrector_steps, minimum=0)
     snr = check_positive("snr", snr)
     check_choice("predictor", predictor, PREDICTORS)
     check_choice("corrector", corrector, CORRECTORS)
-    eps = check_eps(eps, sde.T)
-    callback = check_callback(callback)
-    check_bool("denoise", denoise)
-    x = _initial_state(sde, shape, x_init=x_init, generator=generator, device=device, dtype=dtype)
-    denoiser = as_denoiser(score_fn, sde, prediction="score", name="score_fn", t_min=eps, t_max=sde.T)
-    times = torch.linspace(sde.T, eps, steps + 1, dtype=torch.float64)
-    x, nfe = run_on_path(sample_predictor_corrector, denoiser, sde, times, x, to_zero=denoise, callback=callback,
-                         marks=times[1:].tolist(), generator=generator, predictor=predictor, snr=snr,
-                         corrector_steps=corrector_steps if corrector == "langevin" else 0)
+    x, nfe, eps = run_on_sde(sample_predictor_corrector, score_fn, sde, shape, num_steps=steps, eps=eps,
+                             denoise=denoise, callback=callback, x_init=x_init, generator=generator, device=device,
+                             dtype=dtype, predictor=predictor, snr=snr,
+                             corrector_steps=corrector_steps if corrector == "langevin" else 0)
     return SampleResult(samples=x, nfe=nfe, info={"steps": steps, "eps": eps})

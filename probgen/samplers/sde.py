@@ -21,19 +21,15 @@ import torch
 import torchsde
 from torch import Tensor
 
-from probgen._checks import check_bool, check_choice, check_int
+from probgen._checks import check_choice, check_int
 from probgen.samplers.base import (
     Callback,
     SampleResult,
     SigmaCallback,
-    _initial_state,
-    as_denoiser,
-    check_callback,
-    check_eps,
-    check_sde,
     check_sigma_sampler,
-    full_sigma,
-    run_on_path,
+    denoise_to_zero,
+    positive_levels,
+    run_on_sde,
 )
 from probgen.samplers.denoiser import Denoiser
 from probgen.sde.base import SDE, ScoreFn
@@ -129,9 +125,7 @@ def sample_reverse_sde(model: Denoiser, x: Tensor, sigmas: Tensor, *, callback: 
     """
     x, sigmas = check_sigma_sampler(model, x, sigmas, callback)
     method = check_choice("method", method, SDE_METHODS)
-    positive = sigmas[sigmas > 0]
-    if positive.shape[0] < sigmas.shape[0] - 1:
-        raise ValueError("sigmas must be positive except for a last 0")
+    positive = positive_levels(sigmas)
     with torch.no_grad():
         if positive.shape[0] >= 2:
             span = float(positive.shape[0] - 1)
@@ -149,12 +143,7 @@ def sample_reverse_sde(model: Denoiser, x: Tensor, sigmas: Tensor, *, callback: 
                 for i in range(1, ys.shape[0]):
                     callback(i - 1, ys[i].reshape(x.shape) / scale[i], float(positive[i]), None)
             x = ys[-1].reshape(x.shape) / scale[-1]
-        if float(sigmas[-1]) == 0.0:
-            denoised = model(x, full_sigma(x, positive[-1]))
-            x = denoised
-            if callback is not None:
-                callback(sigmas.shape[0] - 2, x, 0.0, denoised)
-    return x
+        return denoise_to_zero(model, x, sigmas, callback)
 
 
 def sample_sde(
@@ -213,18 +202,9 @@ def sample_sde(
         >>> out.samples.shape, out.nfe
         (torch.Size([8, 2]), 22)
     """
-    sde = check_sde(sde)
     steps = check_int("steps", steps, minimum=1)
     check_choice("method", method, SDE_METHODS)
-    eps = check_eps(eps, sde.T)
-    callback = check_callback(callback)
-    check_bool("denoise", denoise)
-    x = _initial_state(sde, shape, x_init=x_init, generator=generator, device=device, dtype=dtype)
-    denoiser = as_denoiser(score_fn, sde, prediction="score", name="score_fn", t_min=eps, t_max=sde.T)
-    times = torch.linspace(sde.T, eps, steps + 1, dtype=torch.float64)
-    if callback is not None:
-        callback(0, x, sde.T)
-    shifted = None if callback is None else (lambda i, x_i, t: callback(i + 1, x_i, t))
-    x, nfe = run_on_path(sample_reverse_sde, denoiser, sde, times, x, to_zero=denoise, callback=shifted,
-                         marks=times[1:].tolist(), generator=generator, method=method)
+    x, nfe, eps = run_on_sde(sample_reverse_sde, score_fn, sde, shape, num_steps=steps, eps=eps, denoise=denoise,
+                             callback=callback, x_init=x_init, generator=generator, device=device, dtype=dtype,
+                             report_start=True, method=method)
     return SampleResult(samples=x, nfe=nfe, info={"method": method, "steps": steps, "eps": eps})
