@@ -129,7 +129,7 @@ SAMPLERS = {
     "ode-dopri5": (sample_probability_flow, 2, {"rtol": 1e-3, "atol": 1e-3}, 0.03),
     "reverse-sde": (sample_reverse_sde, 50, {}, 0.08),
     "pc": (sample_predictor_corrector, 60, {"snr": 0.1}, 0.16),
-    "annealed-langevin": (sample_annealed_langevin, 20, {"steps_per_level": 100, "step_lr": 0.05}, 0.2),  # × σ_min²
+    "annealed-langevin": (sample_annealed_langevin, 20, {"steps_per_level": 100, "step_lr": 0.05}, 0.3),  # × σ_min²
 }
 # the options of each sampler that take another code path, run on two families
 VARIANTS = {
@@ -206,7 +206,7 @@ def test_model_methods_run_on_the_denoiser(models, name, method, opts):
     model = _model(models, name)
     kw = {"dtype": DT} if name == "ddpm" else {}
     x = model.sample(N, method=method, generator=torch.Generator().manual_seed(2), **kw, **opts)
-    bias = 0.2 if method in ("annealed-langevin", "pc") else 0.1
+    bias = {"annealed-langevin": 0.3, "pc": 0.2}.get(method, 0.1)
     check_moments(x.to(DT), f"{name}/{method}", bias)
 
 
@@ -219,3 +219,18 @@ def test_models_sample_with_heun_and_dpm_solver(models, name):
                                return_nfe=True, **kw)
         check_moments(x.to(DT), f"{name}/{method}", 0.08)
         assert used == nfe
+
+
+if __name__ == "__main__":  # the bias table of docs/score_sde.md: python tests/samplers/test_every_family.py
+    for family, sampler in PAIRS:
+        denoiser = FAMILIES[family]().denoiser()
+        fn, levels, opts, bias = {**SAMPLERS, **VARIANTS}[sampler]
+        g = torch.Generator().manual_seed(5)
+        x = denoiser.sigma_max * torch.randn(20000, 2, generator=g, dtype=DT)
+        if sampler == "annealed-langevin":
+            opts = {**opts, "step_lr": opts["step_lr"] * denoiser.sigma_min**2}
+        out = fn(denoiser, x, karras_sigmas(levels, denoiser.sigma_min, denoiser.sigma_max, dtype=DT), generator=g,
+                 **opts)
+        rel = (out.var(0) / S2 - 1).tolist()
+        print(f"{family:14s} {sampler:18s} levels {levels:3d} NFE {denoiser.nfe:5d} variance bias "
+              f"{rel[0]:+.3f} {rel[1]:+.3f} (allowed {bias})", flush=True)
