@@ -114,10 +114,6 @@ def _randn_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
     return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
 
 
-def _time(x: Tensor, t: float) -> Tensor:
-    return torch.full((x.shape[0],), t, dtype=x.dtype, device=x.device)
-
-
 # ------------------------------------------------------------------------ the σ-space samplers' entry
 def check_sigma_sampler(model: Any, x: Any, sigmas: Any, callback: Any, *,
                         increasing: bool = False) -> tuple[Tensor, Tensor]:

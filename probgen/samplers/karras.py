@@ -52,7 +52,7 @@ from torch import Tensor
 
 from probgen._checks import check_choice, check_int, check_nonnegative, check_positive, check_tensor
 from probgen.samplers.annealed import sample_annealed_langevin
-from probgen.samplers.base import SigmaCallback, check_sigma_sampler, full_sigma
+from probgen.samplers.base import SigmaCallback, _randn_like, check_sigma_sampler, full_sigma
 from probgen.samplers.denoiser import Denoiser
 from probgen.samplers.dpm_solver import sample_dpm_solver_sigma
 from probgen.samplers.ode import sample_probability_flow
@@ -95,10 +95,6 @@ def karras_sigmas(num_steps: int, sigma_min: float, sigma_max: float, *, rho: fl
     return out.to(device=device, dtype=dtype if dtype is not None else torch.get_default_dtype())
 
 
-def _noise(x: Tensor, generator: torch.Generator | None) -> Tensor:
-    return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-
-
 def _churn(x: Tensor, sigma: Tensor, num_steps: int, s_churn: float, s_tmin: float, s_tmax: float,
            s_noise: float, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
     """EDM's stochastic churn: raise σ to ``σ̂ = σ(1 + γ)`` by adding noise (Algorithm 2, lines 4–6)."""
@@ -106,7 +102,7 @@ def _churn(x: Tensor, sigma: Tensor, num_steps: int, s_churn: float, s_tmin: flo
     if gamma == 0.0:
         return x, sigma
     sigma_hat = sigma * (1.0 + gamma)
-    return x + _noise(x, generator) * s_noise * (sigma_hat**2 - sigma**2).sqrt(), sigma_hat
+    return x + _randn_like(x, generator) * s_noise * (sigma_hat**2 - sigma**2).sqrt(), sigma_hat
 
 
 @torch.no_grad()
@@ -220,7 +216,7 @@ def sample_euler_ancestral(model: Denoiser, x: Tensor, sigmas: Tensor, *, callba
             sigma_down, sigma_up = sigmas[i + 1] ** 2 / sigmas[i], sigmas_up[i]
         x = denoised + (x - denoised) * (sigma_down / sigmas[i])
         if float(sigma_up) > 0:
-            x = x + _noise(x, generator) * s_noise * sigma_up
+            x = x + _randn_like(x, generator) * s_noise * sigma_up
         if callback is not None:
             callback(i, x, float(sigmas[i + 1]), denoised)
     return x

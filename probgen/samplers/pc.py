@@ -53,6 +53,14 @@ def sample_predictor_corrector(model: Denoiser, x: Tensor, sigmas: Tensor, *,
     then ``corrector_steps`` Langevin moves at ``σ_{i+1}``, ``x ← x + e s + \sqrt{2e}\, z`` with
     ``e = 2 (snr ‖z‖ / ‖s‖)²`` (batch-averaged norms; no move when the score vanishes). ``s = (D - x)/σ²``.
     A last step to ``σ = 0`` returns the denoised ``D(x, σ_{N-1})``.
+
+    Example:
+        >>> from probgen.samplers.karras import karras_sigmas
+        >>> d = Denoiser(lambda x, s: x / (1 + s[:, None] ** 2), sigma_min=0.01, sigma_max=20.0)   # N(0, 1) data
+        >>> x = sample_predictor_corrector(d, 20.0 * torch.randn(4000, 1, generator=torch.Generator().manual_seed(0)),
+        ...                                karras_sigmas(60, 0.01, 20.0), generator=torch.Generator().manual_seed(1))
+        >>> round(float(x.var()), 1), d.nfe   # +10 % at 60 levels; 59 predictor + 59 corrector steps, Tweedie
+        (1.1, 119)
     """
     x, sigmas = check_sigma_sampler(model, x, sigmas, callback)
     predictor = check_choice("predictor", predictor, PREDICTORS)
