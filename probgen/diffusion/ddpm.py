@@ -13,10 +13,12 @@ Gaussian KLs (Ho et al. eq. 5):
       + \sum_{t=2}^N \underbrace{E_q\, KL(q(x_{t-1}|x_t,x_0)\,\|\,p_θ(x_{t-1}|x_t))}_{L_{t-1}}
       \underbrace{- E_q \log p_θ(x_0|x_1)}_{L_0}.
 
-:meth:`DDPM.model` and :meth:`DDPM.guide` write exactly this chain as Pyro programs (one sample site
+:meth:`DDPM.model` and :meth:`DDPM.guide` (in :mod:`probgen.diffusion.ddpm_chain`, with the ELBO terms and
+Analytic-DPM's variances; the discretized decoder is :mod:`probgen.diffusion.discretized`) write exactly this
+chain as Pyro programs (one sample site
 per step), so ``pyro.infer.Trace_ELBO().loss(model.model, model.guide, x)`` is an unbiased estimate of
-``-elbo(x).sum()``. Sampling runs Algorithm 2 (ancestral), DDIM or DPM-Solver
-(:mod:`probgen.samplers.ddim`, :mod:`probgen.samplers.dpm_solver`); :meth:`DDPM.log_prob` is the exact
+``-elbo(x).sum()``. Sampling runs Algorithm 2 (ancestral), DDIM, DPM-Solver or any σ-space sampler on the
+model's denoiser (:mod:`probgen.samplers`); :meth:`DDPM.log_prob` is the exact
 likelihood of the probability-flow ODE of the VP SDE matched to the schedule
 (:class:`probgen.sde.discrete.DiscreteVPSDE`).
 
@@ -33,28 +35,26 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import pyro
-import pyro.distributions as dist
 import torch
-from pyro.distributions import TorchDistribution
 from torch import Tensor, nn
-from torch.distributions import constraints
 
 from probgen._checks import (
     check_choice,
     check_events,
     check_int,
     check_nonnegative,
-    check_output_shape,
 )
+from probgen.diffusion.ddpm_chain import DDPMChain
+from probgen.diffusion.discretized import DiscretizedGaussian
 from probgen.diffusion.base import (
     _build_net,
     _check_ema_decay,
     _check_shape_tuple,
     _DiffusionBase,
 )
-from probgen.ops.shapes import append_dims, batch_sum, event_numel
+from probgen.ops.shapes import append_dims, event_numel
 from probgen.protocol import ModelDistribution
+from probgen.samplers.base import schedule_denoiser
 from probgen.samplers.ddim import sample_ancestral, sample_ddim
 from probgen.samplers.dpm_solver import sample_dpm_solver
 from probgen.samplers.karras import KARRAS_SAMPLERS
@@ -73,7 +73,6 @@ SAMPLE_METHODS: tuple[str, ...] = ("ancestral", "ddim", "dpm-solver", *KARRAS_SA
 
 _BPD_METHODS: tuple[str, ...] = ("elbo", "ode")
 _DEQUANTIZATIONS: tuple[str, ...] = ("centered", "uniform")
-_GAMMA_ESTIMATORS: tuple[str, ...] = ("moment", "residual")
 
 # default networks: the sinusoidal embedding suits the integer (or continuous) step index
 _MLP_DEFAULTS: dict[str, Any] = {"hidden": [256, 256, 256], "embed_dim": 64, "embedding": "sinusoidal",
@@ -82,94 +81,8 @@ _UNET_DEFAULTS: dict[str, Any] = {"base_channels": 32, "channel_mults": [1, 2], 
                                   "embedding": "sinusoidal"}
 
 
-# ---------------------------------------------------------------------------------------------- decoder
-def _log_normal_mass(lower: Tensor, upper: Tensor) -> Tensor:
-    """``log(Φ(upper) - Φ(lower))`` stably (tails by symmetry, ``±inf`` ends allowed)."""
-    flip = lower > 0  # both in the upper tail: Φ(u) - Φ(l) = Φ(-l) - Φ(-u)
-    lo = torch.where(flip, -upper, lower)
-    hi = torch.where(flip, -lower, upper)
-    log_hi = torch.special.log_ndtr(hi)
-    log_lo = torch.special.log_ndtr(lo)
-    return log_hi + torch.log((-torch.expm1((log_lo - log_hi).clamp(max=0.0))).clamp_min(1e-300))
-
-
-class DiscretizedGaussian(TorchDistribution):
-    r"""Gaussian discretized onto ``L`` equally spaced levels (Ho et al. 2020, eq. 13).
-
-    For a level ``x`` of ``low + k Δ``, ``Δ = (high - low)/(L - 1)``, each coordinate has mass
-
-    .. math::
-
-        P(x) = \Phi\Big(\frac{x + Δ/2 - μ}{σ}\Big) - \Phi\Big(\frac{x - Δ/2 - μ}{σ}\Big),
-
-    with the lower edge at ``-∞`` for ``k = 0`` and the upper at ``+∞`` for ``k = L - 1``; coordinates
-    are independent. Values are snapped to their nearest level before scoring.
-
-    Args:
-        loc: ``(B, *event)`` means.
-        scale: standard deviation, broadcastable to ``loc``.
-        num_levels: ``L >= 2``.
-        data_range: ``(low, high)``.
-        event_dim: trailing dimensions of ``loc`` forming one event.
-
-    Example:
-        >>> d = DiscretizedGaussian(torch.zeros(1, 3), 1e-3, num_levels=3, data_range=(-1.0, 1.0), event_dim=1)
-        >>> d.log_prob(torch.zeros(1, 3)).abs().item() < 1e-6
-        True
-    """
-
-    arg_constraints: dict = {}
-    support = constraints.real
-    has_rsample = False
-
-    def __init__(self, loc: Tensor, scale: Tensor | float, *, num_levels: int, data_range: Sequence[float],
-                 event_dim: int, validate_args: bool | None = None):
-        self.loc = loc
-        self.scale = torch.as_tensor(scale, dtype=loc.dtype, device=loc.device).expand_as(loc)
-        self.num_levels = int(num_levels)
-        self.low, self.high = float(data_range[0]), float(data_range[1])
-        self.event_dim_ = int(event_dim)
-        shape = loc.shape
-        split = len(shape) - self.event_dim_
-        super().__init__(batch_shape=shape[:split], event_shape=shape[split:], validate_args=False)
-
-    @property
-    def bin_width(self) -> float:
-        return (self.high - self.low) / (self.num_levels - 1)
-
-    def expand(self, batch_shape, _instance=None):
-        batch_shape = torch.Size(batch_shape)
-        loc = self.loc.expand(batch_shape + self.event_shape)
-        return DiscretizedGaussian(loc, self.scale.expand(batch_shape + self.event_shape),
-                                   num_levels=self.num_levels, data_range=(self.low, self.high),
-                                   event_dim=self.event_dim_)
-
-    def _levels(self, value: Tensor) -> Tensor:
-        k = torch.round((value - self.low) / self.bin_width)
-        return k.clamp(0, self.num_levels - 1)
-
-    def sample(self, sample_shape=torch.Size()) -> Tensor:
-        with torch.no_grad():
-            shape = self._extended_shape(sample_shape)
-            z = self.loc.expand(shape) + self.scale.expand(shape) * torch.randn(shape, dtype=self.loc.dtype,
-                                                                                  device=self.loc.device)
-            return self.low + self._levels(z) * self.bin_width
-
-    def log_prob(self, value: Tensor) -> Tensor:
-        k = self._levels(value)
-        center = self.low + k * self.bin_width
-        half = 0.5 * self.bin_width
-        upper = torch.where(k >= self.num_levels - 1, torch.full_like(center, math.inf),
-                            (center + half - self.loc) / self.scale)
-        lower = torch.where(k <= 0, torch.full_like(center, -math.inf), (center - half - self.loc) / self.scale)
-        lp = _log_normal_mass(lower, upper)
-        if self.event_dim_:
-            lp = lp.reshape(*lp.shape[: lp.dim() - self.event_dim_], -1).sum(-1)
-        return lp
-
-
 # ---------------------------------------------------------------------------------------------- model
-class DDPM(_DiffusionBase):
+class DDPM(DDPMChain, _DiffusionBase):
     r"""Denoising diffusion probabilistic model with an ε-predicting network (Ho et al. 2020).
 
     **Schedule.** ``β_t`` linear (``linspace(1e-4, 0.02, N)``), cosine (Nichol & Dhariwal, clipped at
@@ -313,82 +226,6 @@ class DDPM(_DiffusionBase):
     def _check_x(self, name: str, x: Any) -> Tensor:
         return check_events(name, x, self.event_shape)
 
-    @staticmethod
-    def _checked(net: Callable, x: Tensor, index: Tensor) -> Tensor:
-        return check_output_shape("eps_net", net(x, index), x.shape)
-
-    def _coef(self, table: Tensor, index: Tensor, x: Tensor) -> Tensor:
-        return append_dims(self.schedule.gather(table, index, x), x.dim())
-
-    def _full_index(self, x: Tensor, i: int) -> Tensor:
-        return torch.full((x.shape[0],), i, dtype=torch.long, device=x.device)
-
-    # ------------------------------------------------------------------------------------------ pieces
-    def eps(self, x_t: Tensor, t_index: Tensor, *, use_ema: bool | None = None) -> Tensor:
-        """The noise prediction ``ε̂_θ(x_t, t)``; ``t_index: LongTensor[B]`` in ``{0..N-1}`` (step ``t_index+1``)."""
-        x_t = self._check_x("x_t", x_t)
-        if not isinstance(t_index, Tensor) or t_index.is_floating_point() or t_index.shape != (x_t.shape[0],):
-            raise TypeError(f"t_index must be a LongTensor of shape ({x_t.shape[0]},), got {t_index!r:.60}")
-        if bool((t_index < 0).any()) or bool((t_index >= self.num_steps).any()):
-            raise ValueError(f"t_index must lie in [0, {self.num_steps - 1}]")
-        return self._checked(self._pick_net(use_ema), x_t, t_index)
-
-    def q_sample(self, x0: Tensor, t_index: Tensor, noise: Tensor) -> Tensor:
-        """``x_t = sqrt(ᾱ_t) x_0 + sqrt(1-ᾱ_t) ε`` (Ho et al. eq. 4); ``t_index: (B,)``."""
-        a = self._coef(self.schedule.alphas_cumprod, t_index, x0)
-        return a.sqrt() * x0 + (1.0 - a).sqrt() * noise
-
-    def reverse_mean(self, x_t: Tensor, t_index: Tensor, eps: Tensor) -> Tensor:
-        """``μ_θ(x_t, t) = (x_t - β_t ε̂ / sqrt(1-ᾱ_t)) / sqrt(1-β_t)`` (Ho et al. eq. 11)."""
-        beta = self._coef(self.schedule.betas, t_index, x_t)
-        one_minus = self._coef(self.schedule.one_minus_alphas_cumprod, t_index, x_t)
-        return (x_t - beta / one_minus.sqrt() * eps) / (1.0 - beta).sqrt()
-
-    def reverse_variances(self) -> Tensor:
-        """``σ_t²`` for ``t = 1..N`` as a float64 ``(N,)`` tensor (see the class docstring)."""
-        s = self.schedule
-        if self.variance == "beta":
-            return s.betas.clone()
-        if self.variance == "beta_tilde":
-            return torch.cat([s.betas[:1], s.posterior_variance[1:]])
-        gamma = self.analytic_gamma.detach().to(device="cpu", dtype=torch.float64)
-        if not bool(torch.isfinite(gamma).all()):
-            raise ValueError("variance='analytic' needs Γ_t: call model.fit_analytic_variance(x_data) first")
-        excess = s.alphas_cumprod_prev * s.betas**2 / (s.one_minus_alphas_cumprod * s.alphas_cumprod)
-        return (s.posterior_variance + excess * (1.0 - gamma.clamp(0.0, 1.0))).clamp_min(1e-20)
-
-    def _decoder(self, mean: Tensor, std: Tensor) -> TorchDistribution:
-        event_dim = len(self.event_shape)
-        if self.data_levels is None:
-            return dist.Normal(mean, std.expand_as(mean)).to_event(event_dim)
-        return DiscretizedGaussian(mean, std, num_levels=self.data_levels, data_range=self.data_range,
-                                   event_dim=event_dim)
-
-    def _terms(self, x0: Tensor, index: Tensor, noise: Tensor, net: Callable, sigma2: Tensor) -> Tensor:
-        """Per-sample ``L_{t-1}`` (``t >= 2``) or ``L_0`` (``t = 1``) at ``t = index + 1``, in nats, ``(B,)``."""
-        x_t = self.q_sample(x0, index, noise)
-        eps = self._checked(net, x_t, index)
-        beta = self._coef(self.schedule.betas, index, x0)
-        one_minus = self._coef(self.schedule.one_minus_alphas_cumprod, index, x0)
-        var = self._coef(sigma2, index, x0)
-        # KL(N(μ̃, β̃) || N(μ_θ, σ²)) with μ̃ - μ_θ = β_t / (sqrt(1-β_t) sqrt(1-ᾱ_t)) (ε̂ - ε)  (exact identity)
-        post = self._coef(self.schedule.posterior_variance, index, x0)
-        diff2 = (beta**2 / ((1.0 - beta) * one_minus)) * (eps - noise) ** 2
-        safe_post = torch.where(post > 0, post, torch.ones_like(post))
-        kl = 0.5 * batch_sum(torch.log(var / safe_post) + (post + diff2) / var - 1.0)
-        first = index == 0
-        if not bool(first.any()):
-            return kl
-        mean = (x_t - beta / one_minus.sqrt() * eps) / (1.0 - beta).sqrt()
-        nll = -self._decoder(mean, var.sqrt()).log_prob(x0)
-        return torch.where(first, nll, kl)
-
-    def prior_kl(self, x0: Tensor) -> Tensor:
-        """``L_N = KL(q(x_N | x_0) || N(0, I))`` in nats, ``(B,)``."""
-        x0 = self._check_x("x", x0)
-        a = self.schedule.alphas_cumprod[-1].to(x0)
-        return 0.5 * batch_sum(a * x0**2 + (1.0 - a) - 1.0 - torch.log1p(-a))
-
     # ------------------------------------------------------------------------------------------ protocol
     def loss(self, x: Tensor) -> Tensor:
         """The training objective on ``x: (B, *event_shape)`` per ``loss_type`` (a scalar)."""
@@ -407,152 +244,8 @@ class DDPM(_DiffusionBase):
         simple = ((self._checked(self.eps_net, x_t, index) - noise) ** 2).mean()
         return simple + self.vlb_weight * vlb
 
-    def elbo_terms(self, x: Tensor, *, generator: torch.Generator | None = None, use_ema: bool | None = None,
-                   differentiable: bool = False) -> tuple[Tensor, Tensor]:
-        """``(L_N: (B,), L: (B, N))`` with ``L[:, 0] = L_0`` and ``L[:, t-1] = L_{t-1}`` for ``t >= 2`` (nats).
-
-        Each ``L_{t-1}`` is the closed-form Gaussian KL at one draw ``x_t ~ q(x_t | x_0)`` (one network
-        evaluation per step and point), as in Ho et al.'s evaluation.
-        """
-        x = self._check_x("x", x)
-        net = self._pick_net(use_ema)
-        sigma2 = self.reverse_variances()
-        terms = []
-        with torch.set_grad_enabled(differentiable and torch.is_grad_enabled()):
-            for i in range(self.num_steps):
-                noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-                terms.append(self._terms(x, self._full_index(x, i), noise, net, sigma2))
-            return self.prior_kl(x), torch.stack(terms, dim=1)
-
-    def elbo(self, x: Tensor, *, generator: torch.Generator | None = None, use_ema: bool | None = None,
-             differentiable: bool = False) -> Tensor:
-        r"""The DDPM evidence lower bound ``ELBO(x) ≤ log p_θ(x)`` in nats, ``(B,)``.
-
-        .. math::
-
-            \mathrm{ELBO} = -L_N - \sum_{t=2}^N L_{t-1} - L_0,\quad
-            L_{t-1} = \tfrac12 \sum_d\Big[\log\frac{σ_t^2}{β̃_t} + \frac{β̃_t + (μ̃_t - μ_θ)^2}{σ_t^2} - 1\Big],
-            \quad μ̃_t - μ_θ = \frac{β_t}{\sqrt{1-β_t}\sqrt{1-ᾱ_t}}(ε̂ - ε),
-
-        each KL at a single draw ``x_t = \sqrt{ᾱ_t}x_0 + \sqrt{1-ᾱ_t}ε`` (unbiased, much lower variance
-        than the Pyro ``Trace_ELBO`` estimate of the same quantity). ``L_0 = -\log p_θ(x_0|x_1)``
-        (Gaussian, or discretized with ``data_levels``: then a bound on ``log P(x)``, the mass).
-
-        Args:
-            x: ``(B, *event_shape)``.
-            generator: for the draws of ``x_t``.
-            use_ema: as in :class:`~probgen.diffusion.ScoreSDE`.
-            differentiable: keep the autograd graph (``N`` network calls: memory grows with ``N``).
-        """
-        prior, terms = self.elbo_terms(x, generator=generator, use_ema=use_ema, differentiable=differentiable)
-        return -(prior + terms.sum(1))
-
-    @torch.no_grad()
-    def fit_analytic_variance(self, x_data: Tensor, *, num_batches: int = 1, batch_size: int | None = 256,
-                              estimator: str = "moment", generator: torch.Generator | None = None,
-                              use_ema: bool | None = None) -> Tensor:
-        r"""Estimate Analytic-DPM's ``Γ_t = E_{q(x_t)}\|ε̂_θ(x_t, t)\|^2/d`` for every ``t`` and store it.
-
-        For each step, ``num_batches`` batches of ``batch_size`` rows of ``x_data`` (drawn with
-        replacement; all rows when ``batch_size`` is ``None``) are noised, ``x_t = \sqrt{ᾱ_t}x_0 +
-        \sqrt{1-ᾱ_t}ε``, and averaged (``N × num_batches`` network calls). Estimators:
-
-        * ``"moment"`` (Bao et al. 2022a): ``Γ̂_t = 1 - \overline{(\|ε\|^2 - \|ε̂\|^2)}/d`` — unbiased
-          for ``Γ_t`` since ``E\|ε\|^2 = d``; the paired ``ε`` is a control variate that removes most
-          of the Monte Carlo noise of ``\overline{\|ε̂\|^2}`` (that noise is multiplied by
-          ``β_t^2/((1-β_t)(1-ᾱ_t))``, about 1000 at the last step of the cosine schedule);
-        * ``"residual"`` (NPR-DPM, Bao et al. 2022b): ``Γ̂_t = 1 - \overline{\|ε - ε̂\|^2}/d``; then
-          ``σ_t^2 = β̃_t + \frac{β_t^2}{(1-β_t)(1-ᾱ_t)} E\|ε - ε̂\|^2/d`` is the optimal isotropic
-          variance for the network's own (imperfect) mean. Both agree for the optimal ``ε̂``.
-
-        The estimate is stored in the buffer ``analytic_gamma`` (saved and loaded with the weights) and
-        used by ``variance="analytic"``.
-
-        References: Bao, Li, Zhu & Zhang (2022a), Analytic-DPM, arXiv:2201.06503, Thm. 1 and eq. 8;
-        Bao et al. (2022b), arXiv:2206.07309 (noise-prediction residual).
-
-        Returns:
-            ``Γ̂: (N,)`` float64.
-        """
-        x_data = self._check_x("x_data", x_data)
-        num_batches = check_int("num_batches", num_batches, minimum=1)
-        if batch_size is not None:
-            batch_size = check_int("batch_size", batch_size, minimum=1)
-        estimator = check_choice("estimator", estimator, _GAMMA_ESTIMATORS)
-        net = self._pick_net(use_ema)
-        gamma = torch.zeros(self.num_steps, dtype=torch.float64)
-        n = x_data.shape[0]
-        for i in range(self.num_steps):
-            total = 0.0
-            for _ in range(num_batches):
-                if batch_size is None:
-                    x0 = x_data
-                else:
-                    rows = torch.randint(0, n, (batch_size,), generator=generator,
-                                         device=generator.device if generator is not None else "cpu")
-                    x0 = x_data[rows.to(x_data.device)]
-                noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
-                index = self._full_index(x0, i)
-                eps = self._checked(net, self.q_sample(x0, index, noise), index)
-                if estimator == "moment":
-                    total += float((noise.pow(2) - eps.pow(2)).mean())
-                else:
-                    total += float((noise - eps).pow(2).mean())
-            gamma[i] = 1.0 - total / num_batches
-        self.analytic_gamma.copy_(gamma.to(self.analytic_gamma))
-        return gamma
-
-    # ------------------------------------------------------------------------------------------ Pyro programs
-    @staticmethod
-    def _site(t: int, num_steps: int) -> str:
-        return "x_T" if t == num_steps else f"x_{t}"
-
-    def model(self, x: Tensor) -> None:
-        r"""The generative chain as a Pyro program: ``x_T ~ N(0, I)``, ``x_{t-1} ~ N(μ_θ(x_t, t), σ_t² I)``
-        for ``t = N..2`` (sites ``"x_T"``, ``"x_{N-1}"``, …, ``"x_1"``), and ``"x_0"`` observed at ``x``
-        through the decoder; all inside ``pyro.plate("data", B)``.
-
-        Example:
-            >>> import pyro
-            >>> m = DDPM((2,), num_steps=5, net_options={"hidden": [8]})
-            >>> x = torch.randn(4, 2)
-            >>> loss = pyro.infer.Trace_ELBO().loss(m.model, m.guide, x)  # ≈ -m.elbo(x).sum()
-        """
-        x = self._check_x("x", x)
-        if isinstance(self.eps_net, nn.Module) and any(p.requires_grad for p in self.eps_net.parameters()):
-            pyro.module(self.pyro_name, self.eps_net)
-        n, event_dim = self.num_steps, len(self.event_shape)
-        std = self.reverse_variances().sqrt()
-        with pyro.plate("data", x.shape[0]):
-            z = pyro.sample("x_T", dist.Normal(torch.zeros_like(x), torch.ones_like(x)).to_event(event_dim))
-            for t in range(n, 0, -1):
-                index = self._full_index(x, t - 1)
-                mean = self.reverse_mean(z, index, self._checked(self.eps_net, z, index))
-                scale = self._coef(std, index, x).expand_as(x)
-                if t > 1:
-                    z = pyro.sample(self._site(t - 1, n), dist.Normal(mean, scale).to_event(event_dim))
-                else:
-                    pyro.sample("x_0", self._decoder(mean, scale), obs=x)
-
-    def guide(self, x: Tensor) -> None:
-        r"""The forward process as a Pyro program: ``x_1 ~ q(x_1|x_0)``, ``x_t ~ N(\sqrt{1-β_t} x_{t-1}, β_t I)``
-        for ``t = 2..N``, sites named as in :meth:`model` (``"x_1"``, …, ``"x_T"``)."""
-        x = self._check_x("x", x)
-        n, event_dim = self.num_steps, len(self.event_shape)
-        betas = self.schedule.betas
-        z = x
-        with pyro.plate("data", x.shape[0]):
-            for t in range(1, n + 1):
-                beta = float(betas[t - 1])
-                z = pyro.sample(self._site(t, n), dist.Normal(math.sqrt(1.0 - beta) * z,
-                                                              torch.full_like(x, math.sqrt(beta))).to_event(event_dim))
 
     # ------------------------------------------------------------------------------------------ sampling
-    def _continuous_eps(self, net: Callable) -> Callable[[Tensor, Tensor], Tensor]:
-        def eps_fn(x: Tensor, index: Tensor) -> Tensor:
-            return net(x, index.to(x.dtype))
-        return eps_fn
-
     def sample(
         self,
         num_samples: int,
@@ -579,9 +272,15 @@ class DDPM(_DiffusionBase):
         * ``"dpm-solver"``: :func:`probgen.samplers.dpm_solver.sample_dpm_solver` with ``steps``
           evaluations (default 20); ``**opts``: ``order``, ``method`` (``"multistep"``/``"singlestep"``),
           ``algorithm``, ``time_grid_type``, ...
-        * ``"euler"``, ``"heun"``, ``"euler-ancestral"``, ``"dpm++2m"``, ``"reverse-sde"``, ``"pc-sigma"``,
-          ``"annealed-langevin-sigma"``: the σ-space samplers of :mod:`probgen.samplers.karras` on
-          :meth:`denoiser` (Karras ρ = 7 grid with ``steps`` levels, default 18; ``**opts`` go to the sampler);
+        * ``"euler"``, ``"heun"``, ``"euler-ancestral"``, ``"dpm++2m"``, ``"dpm-solver-sigma"``, ``"ode-sigma"``,
+          ``"reverse-sde"``, ``"pc-sigma"``, ``"annealed-langevin-sigma"``: the σ-space samplers of
+          :data:`probgen.samplers.KARRAS_SAMPLERS` (Karras ρ = 7 grid with ``steps`` levels, default 18;
+          ``**opts`` go to the sampler).
+
+        Every method runs on :meth:`denoiser` through the one implementation of its algorithm (the first three
+        through their front ends, which turn the steps into a σ grid: ``"ancestral"`` is
+        :func:`~probgen.samplers.sample_euler_ancestral`, exact for the posterior ``q(x_{t-1} | x_t, x̂_0)``;
+        ``"ddim"`` the same with ``η``; ``"dpm-solver"`` :func:`~probgen.samplers.sample_dpm_solver_sigma`).
 
         Args:
             num_samples: ``B >= 1``.
@@ -625,21 +324,21 @@ class DDPM(_DiffusionBase):
             start: Any = x_init.to(device=device, dtype=dtype)
         else:
             start = shape
-        net = self._pick_net(use_ema)
+        denoiser = self.denoiser(use_ema=use_ema)
         common = {"clip_x0": clip_x0, "generator": generator, "device": device, "dtype": dtype}
         with torch.no_grad():
             if method == "ancestral":
                 if steps not in (None, self.num_steps):
                     raise ValueError(f"method='ancestral' runs all num_steps = {self.num_steps} steps, got steps={steps}; "
                                      "use method='ddim' (eta=1 for a stochastic chain) or 'dpm-solver' for fewer")
-                result = sample_ancestral(net, self.schedule, start,
+                result = sample_ancestral(denoiser, self.schedule, start,
                                           variance=self.reverse_variances().to(device), **common)
             elif method == "ddim":
-                result = sample_ddim(net, self.schedule, start, steps=steps or min(50, self.num_steps),
+                result = sample_ddim(denoiser, self.schedule, start, steps=steps or min(50, self.num_steps),
                                      eta=eta, **common)
             else:
-                result = sample_dpm_solver(self._continuous_eps(net), self.schedule, start,
-                                           steps=steps or min(20, self.num_steps), **common, **opts)
+                result = sample_dpm_solver(denoiser, self.schedule, start, steps=steps or min(20, self.num_steps),
+                                           **common, **opts)
         if return_nfe:
             return result.samples, int(result.nfe)
         return result.samples
@@ -659,12 +358,8 @@ class DDPM(_DiffusionBase):
         return self._score(x, t.to(x), self._pick_net(use_ema))
 
     def _make_denoiser(self, net: Callable) -> Any:
-        from probgen.samplers.denoiser import PathDenoiser
-
-        def eps(x: Tensor, t: Tensor) -> Tensor:
-            return net(x, self.schedule.time_to_index(t))
-
-        return PathDenoiser(self.sde, eps, prediction="eps", t_min=1.0 / self.num_steps, t_max=1.0)
+        # the net sees its integer step index at the steps (ancestral, DDIM) and t N - 1 between them
+        return schedule_denoiser(net, self.schedule, path=self.sde, name="eps_net", detach=False)[1]
 
     def _score(self, x: Tensor, t: Tensor, net: Callable) -> Tensor:
         eps = net(x, self.schedule.time_to_index(t))

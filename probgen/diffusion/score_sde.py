@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -227,9 +226,6 @@ class ScoreSDE(_DiffusionBase):
             return -out / append_dims(std, x.dim())
         return out
 
-    def _score_fn(self, use_ema: bool | None = None) -> Callable[[Tensor, Tensor], Tensor]:
-        return self.score_fn(use_ema=use_ema)
-
     def _make_denoiser(self, net: Any) -> Any:
         from probgen.samplers.denoiser import PathDenoiser
 
@@ -291,13 +287,17 @@ class ScoreSDE(_DiffusionBase):
     ) -> Tensor | tuple[Tensor, int]:
         """Draw ``num_samples`` samples by solving the reverse process from the prior.
 
-        Methods (functions of :mod:`probgen.samplers`):
+        Methods (functions of :mod:`probgen.samplers`, each run on :meth:`denoiser` through the one
+        σ-space implementation of its algorithm):
 
         * ``"sde"``: the reverse-time SDE with a torchsde solver (:func:`~probgen.samplers.sample_sde`);
         * ``"pc"``: predictor–corrector, reverse diffusion + Langevin (:func:`~probgen.samplers.sample_pc`);
         * ``"ode"``: the probability-flow ODE with an adaptive solver (:func:`~probgen.samplers.sample_ode`);
         * ``"annealed-langevin"``: NCSN's annealed Langevin dynamics over the noise levels of a
-          :class:`~probgen.sde.VESDE` (refused for other SDEs, whose ``x_t`` is scaled by ``α(t)``).
+          :class:`~probgen.sde.VESDE` (refused for other SDEs, whose ``x_t`` is scaled by ``α(t)``);
+        * the σ-space samplers of :data:`probgen.samplers.KARRAS_SAMPLERS` (``"euler"``, ``"heun"``,
+          ``"euler-ancestral"``, ``"dpm++2m"``, ``"dpm-solver-sigma"``, ``"ode-sigma"``, ``"reverse-sde"``,
+          ``"pc-sigma"``, ``"annealed-langevin-sigma"``) on the Karras grid, ``steps`` levels (default 18).
 
         Args:
             num_samples: ``B >= 1``.
@@ -340,38 +340,31 @@ class ScoreSDE(_DiffusionBase):
                                               generator=generator, use_ema=use_ema, device=device, dtype=dtype,
                                               **opts)
             return (samples, nfe) if return_nfe else samples
-        score_fn = self._score_fn(use_ema)
+        denoiser = self.denoiser(use_ema=use_ema)
         shape = (num_samples, *self.event_shape)
         with torch.no_grad():
             if method == "annealed-langevin":
-                result = self._annealed_langevin(samples_module=samplers, score_fn=score_fn, shape=shape,
-                                                 generator=generator, device=device, dtype=dtype, **opts)
+                result = self._annealed_langevin(denoiser, shape=shape, generator=generator, device=device,
+                                                 dtype=dtype, **opts)
             else:
                 sampler = getattr(samplers, SAMPLE_METHODS[method])
-                result = sampler(score_fn, self.sde, shape, generator=generator, device=device, dtype=dtype, **opts)
+                result = sampler(denoiser, self.sde, shape, generator=generator, device=device, dtype=dtype, **opts)
         if return_nfe:
             return result.samples, int(result.nfe)
         return result.samples
 
-    def _annealed_langevin(self, *, samples_module: Any, score_fn: Callable, shape: tuple[int, ...],
-                           generator: torch.Generator | None, device: torch.device, dtype: torch.dtype,
-                           steps: int = 10, **opts: Any) -> Any:
+    def _annealed_langevin(self, denoiser: Any, *, shape: tuple[int, ...], generator: torch.Generator | None,
+                           device: torch.device, dtype: torch.dtype, steps: int = 10, **opts: Any) -> Any:
+        import probgen.samplers as samplers
+
         if not isinstance(self.sde, VESDE):
             raise ValueError(
                 f"method='annealed-langevin' needs noise levels x + σ z, i.e. a VESDE; this model's SDE is "
-                f"{type(self.sde).__name__}; use method='sde', 'pc' or 'ode'"
+                f"{type(self.sde).__name__}; use method='sde', 'pc' or 'ode' (or 'annealed-langevin-sigma')"
             )
-        sde = self.sde
-        sigmas = samples_module.geometric_sigmas(sde.sigma_max, sde.sigma_min, steps, device=device, dtype=dtype)
-        log_ratio = math.log(sde.sigma_max / sde.sigma_min)
-
-        def sigma_score(x: Tensor, sigma: Tensor) -> Tensor:
-            # σ(t) = σ_min (σ_max/σ_min)^t  <=>  t = log(σ/σ_min) / log(σ_max/σ_min)
-            t = (torch.log(sigma / sde.sigma_min) / log_ratio).clamp(0.0, sde.T)
-            return score_fn(x, t.to(x.dtype))
-
-        return samples_module.annealed_langevin(sigma_score, sigmas, shape, generator=generator, device=device,
-                                                dtype=dtype, **opts)
+        sigmas = samplers.geometric_sigmas(self.sde.sigma_max, self.sde.sigma_min, steps, device=device, dtype=dtype)
+        return samplers.annealed_langevin(denoiser, sigmas, shape, generator=generator, device=device, dtype=dtype,
+                                          **opts)
 
     def log_prob(
         self,

@@ -10,7 +10,10 @@ in ``{0, …, N-1}`` (index ``i`` is DDPM step ``t = i + 1``) and a
 * :func:`ddim_invert` — the ``η = 0`` map run forwards, ``x_0 → x_τS``, with fixed-point refinement
   of each implicit step so that :func:`sample_ddim` retraces it exactly.
 
-Each returns :class:`~probgen.samplers.base.SampleResult` ``(samples, nfe, info)``.
+Each returns :class:`~probgen.samplers.base.SampleResult` ``(samples, nfe, info)``. They are front ends:
+the network becomes the σ-space denoiser of the schedule's VP bridge (:func:`~probgen.samplers.base.schedule_denoiser`),
+the steps a σ grid, and the one implementation runs (:func:`~probgen.samplers.karras.sample_euler_ancestral`,
+whose ``η = 1`` step is DDPM's posterior exactly, and :func:`~probgen.samplers.karras.sample_euler_inverse`).
 
 References:
     Ho, Jain & Abbeel (2020), arXiv:2006.11239; Song, Meng & Ermon (2021), DDIM, arXiv:2010.02502.
@@ -18,19 +21,25 @@ References:
 
 from __future__ import annotations
 
-import math
-
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import torch
 from torch import Tensor
 
 from probgen._checks import check_choice, check_int, check_nonnegative, check_tensor
-from probgen.ops.shapes import append_dims
-from probgen.samplers.base import Callback, SampleResult, _check_callback, _CountedScore, _randn_like
-from probgen.sde.discrete import DiscreteSchedule, uniform_timesteps
-from probgen.sde.base import check_sample_shape
+from probgen.samplers.base import (
+    Callback,
+    SampleResult,
+    _check_callback,
+    _check_clip,
+    _check_schedule,
+    _check_timesteps,
+    _start,
+    run_on_path,
+    schedule_denoiser,
+)
+from probgen.samplers.karras import sample_euler_ancestral, sample_euler_inverse
+from probgen.sde.discrete import DiscreteSchedule
 
 __all__ = ["sample_ancestral", "sample_ddim", "ddim_invert", "ANCESTRAL_VARIANCES", "EpsFn"]
 
@@ -39,77 +48,6 @@ EpsFn = Callable[[Tensor, Tensor], Tensor]
 
 ANCESTRAL_VARIANCES: tuple[str, ...] = ("beta", "beta_tilde")
 """Named reverse variances of :func:`sample_ancestral` (a ``(N,)`` tensor is also accepted)."""
-
-
-# ------------------------------------------------------------------------------------------ entry checks
-def _check_schedule(schedule: Any) -> DiscreteSchedule:
-    if not isinstance(schedule, DiscreteSchedule):
-        raise TypeError(
-            f"schedule must be a probgen.sde.discrete.DiscreteSchedule, got {type(schedule).__name__}"
-        )
-    return schedule
-
-
-def _check_timesteps(schedule: DiscreteSchedule, steps: Any, timesteps: Any, device: torch.device) -> Tensor:
-    """Increasing distinct network indices in ``[0, N-1]`` from ``timesteps`` or ``steps`` (uniform)."""
-    n = schedule.num_steps
-    if timesteps is None:
-        steps = check_int("steps", 50 if steps is None else steps, minimum=1, maximum=n)
-        return uniform_timesteps(n, steps, device=device)
-    if steps is not None:
-        raise ValueError("give steps or timesteps, not both")
-    if isinstance(timesteps, (list, tuple)):
-        timesteps = torch.tensor(timesteps)
-    if not isinstance(timesteps, Tensor) or timesteps.dim() != 1 or timesteps.is_floating_point() or not len(timesteps):
-        raise TypeError(f"timesteps must be a non-empty 1-D integer sequence of indices in [0, {n - 1}], "
-                        f"got {timesteps!r:.80}")
-    timesteps = timesteps.long().to(device)
-    if bool((timesteps < 0).any()) or bool((timesteps > n - 1).any()):
-        raise ValueError(f"timesteps must lie in [0, {n - 1}] (num_steps = {n}), "
-                         f"got values in [{int(timesteps.min())}, {int(timesteps.max())}]")
-    if len(timesteps) > 1 and bool((timesteps[1:] <= timesteps[:-1]).any()):
-        raise ValueError("timesteps must be strictly increasing (indices of the steps kept, e.g. [0, 20, 40, ...])")
-    return timesteps
-
-
-def _check_clip(clip_x0: Any) -> tuple[float, float] | None:
-    if clip_x0 is None:
-        return None
-    if not isinstance(clip_x0, (tuple, list)) or len(clip_x0) != 2 or not clip_x0[0] < clip_x0[1]:
-        raise ValueError(f"clip_x0 must be None or (low, high) with low < high, got {clip_x0!r}")
-    return float(clip_x0[0]), float(clip_x0[1])
-
-
-def _start(
-    shape_or_x: Sequence[int] | Tensor,
-    *,
-    generator: torch.Generator | None,
-    device: torch.device | str | None,
-    dtype: torch.dtype | None,
-) -> Tensor:
-    """A standard normal draw of ``shape`` (``x_T ~ N(0, I)``), or the given starting tensor."""
-    if isinstance(shape_or_x, Tensor):
-        x = check_tensor("x_init", shape_or_x, min_ndim=2)
-        return x.to(device=device if device is not None else x.device, dtype=dtype or x.dtype)
-    shape = check_sample_shape("shape", shape_or_x)
-    if len(shape) < 2:
-        raise ValueError(f"shape must be (batch, *event) with at least one event dimension, got {shape}")
-    dtype = dtype if dtype is not None else torch.get_default_dtype()
-    return torch.randn(shape, generator=generator, dtype=dtype, device=device)
-
-
-def _full(x: Tensor, index: int | Tensor) -> Tensor:
-    return torch.full((x.shape[0],), int(index), dtype=torch.long, device=x.device)
-
-
-def _pred_x0(x: Tensor, eps: Tensor, abar: Tensor, clip: tuple[float, float] | None) -> tuple[Tensor, Tensor]:
-    """``x̂_0 = (x_t - sqrt(1-ᾱ) ε̂)/sqrt(ᾱ)``, clipped if asked (then ε̂ is re-derived from the clipped x̂_0)."""
-    a = append_dims(abar, x.dim())
-    x0 = (x - (1.0 - a).sqrt() * eps) / a.sqrt()
-    if clip is not None:
-        x0 = x0.clamp(*clip)
-        eps = (x - a.sqrt() * x0) / (1.0 - a).sqrt()
-    return x0, eps
 
 
 # ------------------------------------------------------------------------------------------ samplers
@@ -156,7 +94,6 @@ def sample_ancestral(
         torch.Size([4, 2])
     """
     schedule = _check_schedule(schedule)
-    counted = _CountedScore(eps_fn, "eps_fn")
     callback = _check_callback(callback)
     clip = _check_clip(clip_x0)
     n = schedule.num_steps
@@ -170,23 +107,14 @@ def sample_ancestral(
         name = check_choice("variance", variance, ANCESTRAL_VARIANCES)
         sigma2 = schedule.betas if name == "beta" else schedule.posterior_variance
     x = _start(shape_or_x, generator=generator, device=device, dtype=dtype)
-    # one step for every sample: the coefficients are host numbers (float64), as in sample_ddim
-    abar, var = schedule.alphas_cumprod.tolist(), sigma2.tolist()
-    coef_x0, coef_xt = schedule.posterior_mean_coef_x0.tolist(), schedule.posterior_mean_coef_xt.tolist()
-    for k, i in enumerate(range(n - 1, -1, -1)):
-        index = _full(x, i)
-        eps = counted(x, index)
-        if clip is None:
-            x0 = torch.sub(x, eps, alpha=math.sqrt(1.0 - abar[i])).div_(math.sqrt(abar[i]))
-        else:
-            x0, _ = _pred_x0(x, eps, x.new_full((x.shape[0],), abar[i]), clip)
-        mean = x0.mul_(coef_x0[i]).add_(x, alpha=coef_xt[i])  # μ̃_t(x_t, x̂_0)
-        if i > 0:
-            mean.add_(_randn_like(x, generator), alpha=math.sqrt(var[i]))
-        x = mean
-        if callback is not None:
-            callback(k, x, index)
-    return SampleResult(x, counted.calls, {"steps": n})
+    # in σ-space the noise of step t -> t-1 is σ_t / sqrt(ᾱ_{t-1}); none on the last step (to x_0)
+    sigmas_up = (sigma2 / schedule.alphas_cumprod_prev).sqrt()
+    sigmas_up[0] = 0.0
+    path, denoiser = schedule_denoiser(eps_fn, schedule, clip_x0=clip)
+    marks = [_index(x, i) for i in range(n - 1, -1, -1)]
+    x, nfe = run_on_path(sample_euler_ancestral, denoiser, path, schedule.t_grid[1:].flip(0), x, to_zero=True,
+                         callback=callback, marks=marks, generator=generator, sigmas_up=sigmas_up.flip(0))
+    return SampleResult(x, nfe, {"steps": n})
 
 
 def sample_ddim(
@@ -238,32 +166,17 @@ def sample_ddim(
         10
     """
     schedule = _check_schedule(schedule)
-    counted = _CountedScore(eps_fn, "eps_fn")
     callback = _check_callback(callback)
     clip = _check_clip(clip_x0)
     eta = check_nonnegative("eta", eta)
     x = _start(shape_or_x, generator=generator, device=device, dtype=dtype)
     taus = _check_timesteps(schedule, steps, timesteps, x.device)
-    # every sample shares the step, so the coefficients are host numbers (float64), computed once per step:
-    # the loop runs only full-size tensor operations and never waits on the device
-    abar = schedule.alphas_cumprod.tolist()
-    order = taus.tolist()
-    for k in range(len(order) - 1, -1, -1):
-        index = _full(x, order[k])
-        a = abar[order[k]]
-        b = abar[order[k - 1]] if k > 0 else 1.0
-        eps = counted(x, index)
-        if clip is None:
-            x0 = torch.sub(x, eps, alpha=math.sqrt(1.0 - a)).div_(math.sqrt(a))
-        else:
-            x0, eps = _pred_x0(x, eps, x.new_full((x.shape[0],), a), clip)
-        sigma = eta * math.sqrt(max((1.0 - b) / (1.0 - a) * (1.0 - a / b), 0.0))
-        x = x0.mul_(math.sqrt(b)).add_(eps, alpha=math.sqrt(max(1.0 - b - sigma**2, 0.0)))
-        if sigma > 0:
-            x.add_(_randn_like(x, generator), alpha=sigma)
-        if callback is not None:
-            callback(len(order) - 1 - k, x, index)
-    return SampleResult(x, counted.calls, {"timesteps": taus})
+    path, denoiser = schedule_denoiser(eps_fn, schedule, clip_x0=clip)
+    down = taus.flip(0)
+    x, nfe = run_on_path(sample_euler_ancestral, denoiser, path, schedule.index_to_time(down.cpu().double()), x,
+                         to_zero=True, callback=callback, marks=[_index(x, i) for i in down.tolist()],
+                         generator=generator, eta=eta)
+    return SampleResult(x, nfe, {"timesteps": taus})
 
 
 def ddim_invert(
@@ -314,22 +227,16 @@ def ddim_invert(
         True
     """
     schedule = _check_schedule(schedule)
-    counted = _CountedScore(eps_fn, "eps_fn")
     callback = _check_callback(callback)
     x = check_tensor("x0", x0, min_ndim=2)
     fixed_point_iters = check_int("fixed_point_iters", fixed_point_iters, minimum=0)
     taus = _check_timesteps(schedule, steps, timesteps, x.device)
-    for k in range(len(taus)):
-        index = _full(x, taus[k])
-        a = append_dims(schedule.gather(schedule.alphas_cumprod, index, x), x.dim())
-        b = (append_dims(schedule.gather(schedule.alphas_cumprod, _full(x, taus[k - 1]), x), x.dim()) if k > 0
-             else torch.ones_like(a))
-        scale = (a / b).sqrt()
-        coef = (1.0 - a).sqrt() - (a * (1.0 - b) / b).sqrt()
-        x_a = scale * x + coef * counted(x, index)
-        for _ in range(fixed_point_iters):
-            x_a = scale * x + coef * counted(x_a, index)
-        x = x_a
-        if callback is not None:
-            callback(k, x, index)
-    return SampleResult(x, counted.calls, {"timesteps": taus})
+    path, denoiser = schedule_denoiser(eps_fn, schedule)
+    times = torch.cat([torch.zeros(1, dtype=torch.float64), schedule.index_to_time(taus.cpu().double())])
+    x, nfe = run_on_path(sample_euler_inverse, denoiser, path, times, x, to_zero=False, callback=callback,
+                         marks=[_index(x, i) for i in taus.tolist()], fixed_point_iters=fixed_point_iters)
+    return SampleResult(x, nfe, {"timesteps": taus})
+
+
+def _index(x: Tensor, index: int) -> Tensor:
+    return torch.full((x.shape[0],), int(index), dtype=torch.long, device=x.device)

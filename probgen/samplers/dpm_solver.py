@@ -14,10 +14,13 @@ take ``k - 1`` intermediate evaluations inside each step; *multistep* solvers re
 evaluations (one evaluation per step). With ``steps`` evaluations in all, 10–20 steps give samples
 close to the ODE solution.
 
-The schedule is a :class:`~probgen.sde.discrete.DiscreteSchedule`, read in continuous time
-``t ∈ [1/N, 1]`` by its piecewise-linear ``log α(t)`` (DPM-Solver's ``NoiseScheduleVP("discrete")``).
-The noise predictor is called at the *continuous* index ``t N - 1`` (a float tensor), which the
-built-in sinusoidal networks embed like any other number.
+The algorithm is written once, :func:`sample_dpm_solver_sigma`, in the one signature on the σ-space
+denoiser of any family (``x̃ = x/α``, ``σ̃ = σ/α``, ``λ = -log σ̃``: the formulas are unchanged).
+:func:`sample_dpm_solver` is its front end for an ε-network and a DDPM schedule: the schedule is read in
+continuous time ``t ∈ [1/N, 1]`` by its piecewise-linear ``log α(t)`` (DPM-Solver's
+``NoiseScheduleVP("discrete")``), the time grid becomes a σ grid, and the noise predictor is called at the
+*continuous* index ``t N - 1`` (a float tensor), which the built-in sinusoidal networks embed like any
+other number.
 
 References:
     Lu, Zhou, Bao, Chen, Li & Zhu (2022), DPM-Solver, arXiv:2206.00927;
@@ -27,15 +30,29 @@ References:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+
 import torch
 from torch import Tensor
 
 from probgen._checks import check_bool, check_choice, check_int, check_interval
-from probgen.samplers.base import Callback, SampleResult, _check_callback, _CountedScore
-from probgen.samplers.ddim import _check_clip, _check_schedule, _start
+from probgen.samplers.base import (
+    Callback,
+    SampleResult,
+    SigmaCallback,
+    _check_callback,
+    _check_clip,
+    _check_schedule,
+    _start,
+    check_sigma_sampler,
+    full_sigma,
+    run_on_path,
+    schedule_denoiser,
+)
+from probgen.samplers.denoiser import Denoiser
 from probgen.sde.discrete import DiscreteSchedule
 
-__all__ = ["sample_dpm_solver", "DPM_SOLVER_METHODS", "DPM_SOLVER_ALGORITHMS", "TIME_GRIDS", "time_grid"]
+__all__ = ["sample_dpm_solver", "sample_dpm_solver_sigma", "dpm_solver_orders", "DPM_SOLVER_METHODS",
+           "DPM_SOLVER_ALGORITHMS", "TIME_GRIDS", "time_grid"]
 
 DPM_SOLVER_METHODS: tuple[str, ...] = ("multistep", "singlestep")
 DPM_SOLVER_ALGORITHMS: tuple[str, ...] = ("dpmsolver", "dpmsolver++")
@@ -68,119 +85,173 @@ def time_grid(schedule: DiscreteSchedule, t_start: float, t_end: float, num: int
     return ts.to(dtype=dtype, device=device)
 
 
-class _Model:
-    """Noise / data prediction at continuous time, with the schedule's ``α, σ, λ`` at scalar times."""
+def dpm_solver_orders(num_steps: int, order: int, *, lower_order_final: bool = True) -> list[int]:
+    """Orders of the ``num_steps`` multistep steps: warm-up ``1, 2, …`` then ``order``; with
+    ``lower_order_final`` and fewer than 10 steps, lower orders again at the end (as Lu et al.'s code).
 
-    def __init__(self, eps_fn: _CountedScore, schedule: DiscreteSchedule, data_prediction: bool,
-                 clip: tuple[float, float] | None):
-        self.eps_fn, self.schedule = eps_fn, schedule
-        self.data_prediction, self.clip = data_prediction, clip
-        # every time of the grid is visited by several steps (multistep history): interpolate each once
-        self._coeffs: dict[float, tuple[Tensor, Tensor, Tensor]] = {}
-
-    def coeffs(self, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """``(α_t, σ_t, λ_t)`` as 0-d tensors, memoised per time."""
-        key = float(t)
-        cached = self._coeffs.get(key)
-        if cached is None:
-            t1 = t.reshape(1)
-            log_alpha = self.schedule.marginal_log_mean_coeff(t1)[0]
-            sigma = self.schedule.marginal_std(t1)[0]
-            cached = self._coeffs[key] = (log_alpha.exp(), sigma, log_alpha - sigma.log())
-        return cached
-
-    def __call__(self, x: Tensor, t: Tensor) -> Tensor:
-        index = self.schedule.time_to_index(t).expand(x.shape[0])
-        eps = self.eps_fn(x, index)
-        if not self.data_prediction and self.clip is None:
-            return eps
-        alpha, sigma, _ = self.coeffs(t)
-        x0 = (x - sigma * eps) / alpha
-        if self.clip is not None:
-            x0 = x0.clamp(*self.clip)
-        return x0 if self.data_prediction else (x - alpha * x0) / sigma
+    Example:
+        >>> dpm_solver_orders(5, 3)
+        [1, 2, 3, 2, 1]
+    """
+    orders = []
+    for i in range(1, num_steps + 1):
+        k = min(order, i)
+        if lower_order_final and num_steps < 10:
+            k = min(k, num_steps + 1 - i)
+        orders.append(k)
+    return orders
 
 
-def _singlestep(model: _Model, x: Tensor, s: Tensor, t: Tensor, order: int, pp: bool) -> Tensor:
-    """One singlestep DPM-Solver(++)-``order`` step from ``s`` to ``t`` (Lu et al. 2022, Algs. 1–2)."""
-    sch = model.schedule
-    alpha_s, sigma_s, lam_s = model.coeffs(s)
-    alpha_t, sigma_t, lam_t = model.coeffs(t)
-    h = lam_t - lam_s
-    m_s = model(x, s)
+def _predict(model: Denoiser, x: Tensor, sigma: Tensor, pp: bool) -> Tensor:
+    """Data prediction ``D`` (DPM-Solver++) or noise prediction ``ε̂ = (x - D)/σ`` (DPM-Solver)."""
+    denoised = model(x, full_sigma(x, sigma))
+    return denoised if pp else (x - denoised) / sigma
+
+
+def _singlestep(model: Denoiser, x: Tensor, s: Tensor, t: Tensor, order: int, pp: bool) -> tuple[Tensor, Tensor]:
+    """One singlestep DPM-Solver(++)-``order`` step from ``σ = s`` to ``σ = t`` (Lu et al. 2022, Algs. 1–2,
+    with ``α = 1``, ``λ = -log σ``); returns ``(x_t, m_s)``."""
+    h = s.log() - t.log()
+    m_s = _predict(model, x, s, pp)
     if order == 1:
-        if pp:
-            return sigma_t / sigma_s * x - alpha_t * torch.expm1(-h) * m_s
-        return alpha_t / alpha_s * x - sigma_t * torch.expm1(h) * m_s
+        return (t / s * x - torch.expm1(-h) * m_s if pp else x - t * torch.expm1(h) * m_s), m_s
     r1, r2 = (0.5, None) if order == 2 else (1.0 / 3.0, 2.0 / 3.0)
-    s1 = sch.inverse_lambda((lam_s + r1 * h).reshape(1))[0]
-    alpha_s1, sigma_s1, _ = model.coeffs(s1)
-    if pp:
-        x_s1 = sigma_s1 / sigma_s * x - alpha_s1 * torch.expm1(-r1 * h) * m_s
-    else:
-        x_s1 = alpha_s1 / alpha_s * x - sigma_s1 * torch.expm1(r1 * h) * m_s
-    m_s1 = model(x_s1, s1)
+    s1 = s * torch.exp(-r1 * h)
+    x_s1 = s1 / s * x - torch.expm1(-r1 * h) * m_s if pp else x - s1 * torch.expm1(r1 * h) * m_s
+    m_s1 = _predict(model, x_s1, s1, pp)
     if order == 2:
         if pp:
             phi_1 = torch.expm1(-h)
-            return sigma_t / sigma_s * x - alpha_t * phi_1 * m_s - 0.5 / r1 * alpha_t * phi_1 * (m_s1 - m_s)
+            return t / s * x - phi_1 * m_s - 0.5 / r1 * phi_1 * (m_s1 - m_s), m_s
         phi_1 = torch.expm1(h)
-        return alpha_t / alpha_s * x - sigma_t * phi_1 * m_s - 0.5 / r1 * sigma_t * phi_1 * (m_s1 - m_s)
-    s2 = sch.inverse_lambda((lam_s + r2 * h).reshape(1))[0]
-    alpha_s2, sigma_s2, _ = model.coeffs(s2)
+        return x - t * phi_1 * m_s - 0.5 / r1 * t * phi_1 * (m_s1 - m_s), m_s
+    s2 = s * torch.exp(-r2 * h)
     if pp:
         phi_12 = torch.expm1(-r2 * h)
-        phi_22 = torch.expm1(-r2 * h) / (r2 * h) + 1.0
-        x_s2 = (sigma_s2 / sigma_s * x - alpha_s2 * phi_12 * m_s
-                + r2 / r1 * alpha_s2 * phi_22 * (m_s1 - m_s))
-        m_s2 = model(x_s2, s2)
+        phi_22 = phi_12 / (r2 * h) + 1.0
+        x_s2 = s2 / s * x - phi_12 * m_s + r2 / r1 * phi_22 * (m_s1 - m_s)
+        m_s2 = _predict(model, x_s2, s2, pp)
         phi_1 = torch.expm1(-h)
         phi_2 = phi_1 / h + 1.0
-        return sigma_t / sigma_s * x - alpha_t * phi_1 * m_s + (1.0 / r2) * alpha_t * phi_2 * (m_s2 - m_s)
+        return t / s * x - phi_1 * m_s + (1.0 / r2) * phi_2 * (m_s2 - m_s), m_s
     phi_12 = torch.expm1(r2 * h)
-    phi_22 = torch.expm1(r2 * h) / (r2 * h) - 1.0
-    x_s2 = (alpha_s2 / alpha_s * x - sigma_s2 * phi_12 * m_s
-            - r2 / r1 * sigma_s2 * phi_22 * (m_s1 - m_s))
-    m_s2 = model(x_s2, s2)
+    phi_22 = phi_12 / (r2 * h) - 1.0
+    x_s2 = x - s2 * phi_12 * m_s - r2 / r1 * s2 * phi_22 * (m_s1 - m_s)
+    m_s2 = _predict(model, x_s2, s2, pp)
     phi_1 = torch.expm1(h)
     phi_2 = phi_1 / h - 1.0
-    return alpha_t / alpha_s * x - sigma_t * phi_1 * m_s - (1.0 / r2) * sigma_t * phi_2 * (m_s2 - m_s)
+    return x - t * phi_1 * m_s - (1.0 / r2) * t * phi_2 * (m_s2 - m_s), m_s
 
 
-def _multistep(model: _Model, x: Tensor, history: list[tuple[Tensor, Tensor]], t: Tensor, order: int,
-               pp: bool) -> Tensor:
-    """One multistep DPM-Solver(++)-``order`` step to ``t`` from the last ``order`` ``(time, output)`` pairs."""
-    t0, m0 = history[-1]
-    alpha_0, sigma_0, lam_0 = model.coeffs(t0)
-    alpha_t, sigma_t, lam_t = model.coeffs(t)
-    h = lam_t - lam_0
+def _multistep(x: Tensor, history: list[tuple[Tensor, Tensor]], t: Tensor, order: int, pp: bool) -> Tensor:
+    """One multistep DPM-Solver(++)-``order`` step to ``σ = t`` from the last ``order`` ``(σ, output)`` pairs."""
+    s0, m0 = history[-1]
+    h = s0.log() - t.log()
     if pp:
         phi_1 = torch.expm1(-h)
-        x_t = sigma_t / sigma_0 * x - alpha_t * phi_1 * m0
+        x_t = t / s0 * x - phi_1 * m0
     else:
         phi_1 = torch.expm1(h)
-        x_t = alpha_t / alpha_0 * x - sigma_t * phi_1 * m0
+        x_t = x - t * phi_1 * m0
     if order == 1:
         return x_t
-    t1, m1 = history[-2]
-    lam_1 = model.coeffs(t1)[2]
-    r0 = (lam_0 - lam_1) / h
+    s1, m1 = history[-2]
+    r0 = (s1.log() - s0.log()) / h
     d1_0 = (m0 - m1) / r0
     if order == 2:
-        return x_t - 0.5 * alpha_t * phi_1 * d1_0 if pp else x_t - 0.5 * sigma_t * phi_1 * d1_0
-    t2, m2 = history[-3]
-    lam_2 = model.coeffs(t2)[2]
-    r1 = (lam_1 - lam_2) / h
+        return x_t - 0.5 * phi_1 * d1_0 if pp else x_t - 0.5 * t * phi_1 * d1_0
+    s2, m2 = history[-3]
+    r1 = (s2.log() - s1.log()) / h
     d1_1 = (m1 - m2) / r1
     d1 = d1_0 + r0 / (r0 + r1) * (d1_0 - d1_1)
     d2 = (d1_0 - d1_1) / (r0 + r1)
     if pp:
         phi_2 = phi_1 / h + 1.0
         phi_3 = phi_2 / h - 0.5
-        return x_t + alpha_t * phi_2 * d1 - alpha_t * phi_3 * d2
+        return x_t + phi_2 * d1 - phi_3 * d2
     phi_2 = phi_1 / h - 1.0
     phi_3 = phi_2 / h - 0.5
-    return x_t - sigma_t * phi_2 * d1 - sigma_t * phi_3 * d2
+    return x_t - t * phi_2 * d1 - t * phi_3 * d2
+
+
+@torch.no_grad()
+def sample_dpm_solver_sigma(
+    model: Denoiser,
+    x: Tensor,
+    sigmas: Tensor,
+    *,
+    callback: SigmaCallback | None = None,
+    generator: torch.Generator | None = None,
+    order: int | Sequence[int] = 3,
+    method: str = "multistep",
+    algorithm: str = "dpmsolver++",
+    lower_order_final: bool = True,
+) -> Tensor:
+    r"""DPM-Solver / DPM-Solver++ on any family's σ-space denoiser (one algorithm for every family).
+
+    In σ-space (``α = 1``, half log-SNR ``λ = -\log σ``, step ``h = λ_{i+1} - λ_i``) the first-order steps,
+    noise and data prediction, are
+
+    .. math::
+
+        x_{i+1} = x_i - σ_{i+1}(e^{h} - 1)\, ε̂(x_i, σ_i)
+        \qquad	ext{or}\qquad
+        x_{i+1} = rac{σ_{i+1}}{σ_i} x_i - (e^{-h} - 1)\, D(x_i, σ_i)
+
+    (both DDIM); orders 2 and 3 add finite-difference estimates of the ``λ``-derivatives of ``ε̂`` (``D``)
+    from intermediate points (singlestep, ``r_1 = ½`` resp. ``⅓, ⅔``: ``order`` evaluations per step) or
+    from the previous steps (multistep: one evaluation per step, warming up with lower orders). Dividing
+    a VP path's ``x_t = α x̃`` by ``α`` leaves every formula of Lu et al. unchanged, so this is their
+    solver for DDPM, ScoreSDE, EDM and flow matching alike. A last step to ``σ = 0`` returns ``D``.
+
+    Args:
+        model, x, sigmas, callback, generator: the one signature (``generator`` unused: deterministic).
+        order: 1, 2 or 3, or one order per step to a ``σ > 0`` (e.g. ``[3, 3, 3, 1]``).
+        method: ``"multistep"`` or ``"singlestep"``.
+        algorithm: ``"dpmsolver"`` (noise prediction) or ``"dpmsolver++"`` (data prediction).
+        lower_order_final: multistep with fewer than 10 steps: lower orders at the end (ignored when
+            ``order`` is a sequence).
+
+    Reference: Lu, Zhou, Bao, Chen, Li & Zhu (2022), arXiv:2206.00927; Lu et al. (2022b), DPM-Solver++,
+    arXiv:2211.01095.
+
+    Example:
+        >>> from probgen.samplers.karras import karras_sigmas
+        >>> d = Denoiser(lambda x, s: x / (1 + s[:, None] ** 2), sigma_min=0.002, sigma_max=80.0)   # N(0, 1) data
+        >>> x = sample_dpm_solver_sigma(d, 80.0 * torch.randn(4000, 1, generator=torch.Generator().manual_seed(0)),
+        ...                             karras_sigmas(15, 0.002, 80.0))
+        >>> round(float(x.std()), 1), d.nfe
+        (1.0, 15)
+    """
+    x, sigmas = check_sigma_sampler(model, x, sigmas, callback)
+    method = check_choice("method", method, DPM_SOLVER_METHODS)
+    pp = check_choice("algorithm", algorithm, DPM_SOLVER_ALGORITHMS) == "dpmsolver++"
+    check_bool("lower_order_final", lower_order_final)
+    num_positive = int((sigmas[1:] > 0).sum())
+    if isinstance(order, int) and not isinstance(order, bool):
+        order = check_int("order", order, minimum=1, maximum=3)
+        orders = ([order] * num_positive if method == "singlestep"
+                  else dpm_solver_orders(num_positive, order, lower_order_final=lower_order_final))
+    else:
+        orders = [check_int("order", k, minimum=1, maximum=3) for k in order]
+        if len(orders) != num_positive:
+            raise ValueError(f"order must be an int or one order per step to a sigma > 0 ({num_positive}), "
+                             f"got {len(orders)}")
+    history: list[tuple[Tensor, Tensor]] = []
+    for i in range(sigmas.shape[0] - 1):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        if method == "multistep" or float(sigma_next) == 0.0:
+            history = [*history[-2:], (sigma, _predict(model, x, sigma, pp))]
+            m = history[-1][1]
+            denoised = m if pp else x - sigma * m
+            x = denoised if float(sigma_next) == 0.0 else _multistep(x, history, sigma_next, min(orders[i], i + 1), pp)
+        else:
+            x_start = x
+            x, m = _singlestep(model, x, sigma, sigma_next, orders[i], pp)
+            denoised = m if pp else x_start - sigma * m
+        if callback is not None:
+            callback(i, x, float(sigma_next), denoised)
+    return x
 
 
 def sample_dpm_solver(
@@ -249,7 +320,6 @@ def sample_dpm_solver(
         (torch.Size([4, 2]), 10)
     """
     schedule = _check_schedule(schedule)
-    counted = _CountedScore(eps_fn, "eps_fn")
     callback = _check_callback(callback)
     clip = _check_clip(clip_x0)
     steps = check_int("steps", steps, minimum=1)
@@ -265,33 +335,12 @@ def sample_dpm_solver(
     for name, flag in (("lower_order_final", lower_order_final), ("denoise_to_zero", denoise_to_zero)):
         check_bool(name, flag)
     x = _start(shape_or_x, generator=generator, device=device, dtype=dtype)
-    pp = algorithm == "dpmsolver++"
-    model = _Model(counted, schedule, pp, clip)
-
     if method == "multistep":
-        ts = time_grid(schedule, t_start, t_end, steps, time_grid_type, dtype=x.dtype, device=x.device)
-        history = [(ts[0], model(x, ts[0]))]
-        orders = []
-        for i in range(1, steps + 1):
-            k = min(order, i)
-            if lower_order_final and steps < 10:
-                k = min(k, steps + 1 - i)
-            orders.append(k)
-            x = _multistep(model, x, history, ts[i], k, pp)
-            if i < steps:
-                history = [*history[-2:], (ts[i], model(x, ts[i]))]
-            if callback is not None:
-                callback(i - 1, x, ts[i])
+        orders = dpm_solver_orders(steps, order, lower_order_final=lower_order_final)
     else:
         orders = [order] * (steps // order) + ([steps % order] if steps % order else [])
-        ts = time_grid(schedule, t_start, t_end, len(orders), time_grid_type, dtype=x.dtype, device=x.device)
-        for i, k in enumerate(orders):
-            x = _singlestep(model, x, ts[i], ts[i + 1], k, pp)
-            if callback is not None:
-                callback(i, x, ts[i + 1])
-    if denoise_to_zero:
-        t_last = ts[-1]
-        data = _Model(counted, schedule, True, clip)
-        x = data(x, t_last)
-    return SampleResult(x, counted.calls, {"times": ts, "orders": orders})
-
+    ts = time_grid(schedule, t_start, t_end, len(orders), time_grid_type)
+    path, denoiser = schedule_denoiser(eps_fn, schedule, clip_x0=clip, integer_index=False)
+    x, nfe = run_on_path(sample_dpm_solver_sigma, denoiser, path, ts, x, to_zero=denoise_to_zero, callback=callback,
+                         marks=[*ts.to(x)[1:], ts.to(x)[-1]], order=orders, method=method, algorithm=algorithm)
+    return SampleResult(x, nfe, {"times": ts.to(x), "orders": orders})

@@ -15,15 +15,25 @@ sees each step. Each works on every family, because every family is the ODE/SDE
 ============================  ==========================================================================
 ``sample_euler``              Euler on the probability-flow ODE (= DDIM with η = 0); EDM churn optional
 ``sample_heun``               EDM's 2nd-order Heun (Algorithm 1; with ``s_churn`` Algorithm 2)
-``sample_euler_ancestral``    ancestral steps, η = 1 a DDPM-type ancestral sampler, η = 0 DDIM
-``sample_dpmpp_2m``           DPM-Solver++(2M), multistep 2nd order in log σ
-``sample_reverse_sde``        Euler–Maruyama on the reverse SDE ``dx = 2(x - D)/σ dσ + √(2σ) dw̄``,
-                              Brownian increments from ``torchsde.BrownianInterval``
-``sample_predictor_corrector``  reverse-diffusion predictor + Langevin corrector (Song et al. 2021)
-``sample_annealed_langevin``  annealed Langevin dynamics over the σ's (Song & Ermon 2019)
+``sample_euler_ancestral``    ancestral steps: η = 1 is exactly DDPM's ancestral sampler (posterior
+                              ``q(x_s | x_t, x̂_0)``), η = 0 DDIM, ``sigmas_up`` any reverse variance
+``sample_euler_inverse``      DDIM inversion (the Euler step run upwards, fixed-point refined)
+``sample_dpm_solver_sigma``   DPM-Solver / DPM-Solver++, orders 1–3, single- or multistep
+                              (:mod:`probgen.samplers.dpm_solver`)
+``sample_dpmpp_2m``           DPM-Solver++(2M) (the multistep order-2 case of the above)
+``sample_probability_flow``   the probability-flow ODE in ``log σ`` through the ODE core, adaptive or
+                              fixed-step (:mod:`probgen.samplers.ode`)
+``sample_reverse_sde``        the reverse SDE ``dx = 2(x - D)/σ dσ + √(2σ) dw̄`` through ``torchsde``
+                              (:mod:`probgen.samplers.sde`)
+``sample_predictor_corrector``  reverse-diffusion or Euler–Maruyama predictor + Langevin corrector
+                              (Song et al. 2021; :mod:`probgen.samplers.pc`)
+``sample_annealed_langevin``  annealed Langevin dynamics over the σ's (Song & Ermon 2019;
+                              :mod:`probgen.samplers.annealed`)
 ============================  ==========================================================================
 
-Validation happens once at entry (``sigmas`` shape and order, ``x``); NFE is ``model.nfe``.
+Validation happens once at entry (``sigmas`` shape and order, ``x``); NFE is ``model.nfe``. The older
+samplers over ``(score_fn, sde)`` or ``(eps_fn, schedule)`` (:func:`~probgen.samplers.sample_sde`,
+:func:`~probgen.samplers.sample_ddim`, ...) are front ends that run these.
 
 References: Karras et al. (2022), arXiv:2206.00364, Algorithms 1–2 and eq. 5 (ρ-schedule); Lu et al.
 (2022), DPM-Solver++, arXiv:2211.01095; Song, Meng & Ermon (2021), DDIM, arXiv:2010.02502; Song et al.
@@ -40,26 +50,30 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from probgen._checks import check_int, check_nonnegative, check_positive, check_tensor
-from probgen.ops.shapes import flatten_event
+from probgen._checks import check_choice, check_int, check_nonnegative, check_positive, check_tensor
+from probgen.samplers.annealed import sample_annealed_langevin
+from probgen.samplers.base import SigmaCallback, _randn_like, check_sigma_sampler, full_sigma
 from probgen.samplers.denoiser import Denoiser
+from probgen.samplers.dpm_solver import sample_dpm_solver_sigma
+from probgen.samplers.ode import sample_probability_flow
+from probgen.samplers.pc import sample_predictor_corrector
+from probgen.samplers.sde import sample_reverse_sde
 
 __all__ = [
     "karras_sigmas",
     "sample_euler",
     "sample_heun",
     "sample_euler_ancestral",
+    "sample_euler_inverse",
+    "sample_dpm_solver_sigma",
     "sample_dpmpp_2m",
+    "sample_probability_flow",
     "sample_reverse_sde",
     "sample_predictor_corrector",
     "sample_annealed_langevin",
     "KARRAS_SAMPLERS",
     "sample_denoiser",
 ]
-
-SigmaCallback = Callable[[int, Tensor, float, Tensor], None]
-"""``callback(i, x, sigma, denoised)`` after step ``i``."""
-
 
 def karras_sigmas(num_steps: int, sigma_min: float, sigma_max: float, *, rho: float = 7.0,
                   device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Tensor:
@@ -81,29 +95,6 @@ def karras_sigmas(num_steps: int, sigma_min: float, sigma_max: float, *, rho: fl
     return out.to(device=device, dtype=dtype if dtype is not None else torch.get_default_dtype())
 
 
-def _check(model: Any, x: Any, sigmas: Any, callback: Any) -> tuple[Tensor, Tensor]:
-    if not callable(model):
-        raise TypeError(f"model must be a Denoiser (callable as model(x, sigma)), got {type(model).__name__}")
-    check_tensor("x", x, min_ndim=2)
-    check_tensor("sigmas", sigmas, ndim=1)
-    if sigmas.shape[0] < 2:
-        raise ValueError(f"sigmas must hold at least 2 noise levels (start and end), got {sigmas.shape[0]}")
-    if bool((sigmas[1:] > sigmas[:-1]).any()) or bool((sigmas < 0).any()):
-        raise ValueError("sigmas must be non-negative and decreasing (e.g. karras_sigmas(...))")
-    if callback is not None and not callable(callback):
-        raise TypeError(f"callback must be callable as callback(i, x, sigma, denoised) or None, "
-                        f"got {type(callback).__name__}")
-    return x.detach(), sigmas.to(dtype=x.dtype, device=x.device)
-
-
-def _full(x: Tensor, sigma: Tensor) -> Tensor:
-    return sigma.expand(x.shape[0])
-
-
-def _noise(x: Tensor, generator: torch.Generator | None) -> Tensor:
-    return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-
-
 def _churn(x: Tensor, sigma: Tensor, num_steps: int, s_churn: float, s_tmin: float, s_tmax: float,
            s_noise: float, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
     """EDM's stochastic churn: raise σ to ``σ̂ = σ(1 + γ)`` by adding noise (Algorithm 2, lines 4–6)."""
@@ -111,7 +102,7 @@ def _churn(x: Tensor, sigma: Tensor, num_steps: int, s_churn: float, s_tmin: flo
     if gamma == 0.0:
         return x, sigma
     sigma_hat = sigma * (1.0 + gamma)
-    return x + _noise(x, generator) * s_noise * (sigma_hat**2 - sigma**2).sqrt(), sigma_hat
+    return x + _randn_like(x, generator) * s_noise * (sigma_hat**2 - sigma**2).sqrt(), sigma_hat
 
 
 @torch.no_grad()
@@ -125,11 +116,11 @@ def sample_euler(model: Denoiser, x: Tensor, sigmas: Tensor, *, callback: SigmaC
         >>> sample_euler(d, torch.ones(2, 2), karras_sigmas(5, 0.01, 10.0)).abs().max().item()
         0.0
     """
-    x, sigmas = _check(model, x, sigmas, callback)
+    x, sigmas = check_sigma_sampler(model, x, sigmas, callback)
     n = sigmas.shape[0] - 1
     for i in range(n):
         x, sigma_hat = _churn(x, sigmas[i], n, s_churn, s_tmin, s_tmax, s_noise, generator)
-        denoised = model(x, _full(x, sigma_hat))
+        denoised = model(x, full_sigma(x, sigma_hat))
         x = x + (x - denoised) / sigma_hat * (sigmas[i + 1] - sigma_hat)
         if callback is not None:
             callback(i, x, float(sigmas[i + 1]), denoised)
@@ -156,18 +147,18 @@ def sample_heun(model: Denoiser, x: Tensor, sigmas: Tensor, *, callback: SigmaCa
         >>> round(float(x.std()), 1)   # N(0, 1) data
         1.0
     """
-    x, sigmas = _check(model, x, sigmas, callback)
+    x, sigmas = check_sigma_sampler(model, x, sigmas, callback)
     n = sigmas.shape[0] - 1
     for i in range(n):
         x, sigma_hat = _churn(x, sigmas[i], n, s_churn, s_tmin, s_tmax, s_noise, generator)
-        denoised = model(x, _full(x, sigma_hat))
+        denoised = model(x, full_sigma(x, sigma_hat))
         d = (x - denoised) / sigma_hat
         dt = sigmas[i + 1] - sigma_hat
         if float(sigmas[i + 1]) == 0.0:
             x = x + d * dt
         else:
             x_2 = x + d * dt
-            d_2 = (x_2 - model(x_2, _full(x, sigmas[i + 1]))) / sigmas[i + 1]
+            d_2 = (x_2 - model(x_2, full_sigma(x, sigmas[i + 1]))) / sigmas[i + 1]
             x = x + 0.5 * (d + d_2) * dt
         if callback is not None:
             callback(i, x, float(sigmas[i + 1]), denoised)
@@ -184,27 +175,94 @@ def _ancestral_step(sigma_from: Tensor, sigma_to: Tensor, eta: float) -> tuple[T
 
 @torch.no_grad()
 def sample_euler_ancestral(model: Denoiser, x: Tensor, sigmas: Tensor, *, callback: SigmaCallback | None = None,
-                           generator: torch.Generator | None = None, eta: float = 1.0,
-                           s_noise: float = 1.0) -> Tensor:
+                           generator: torch.Generator | None = None, eta: float = 1.0, s_noise: float = 1.0,
+                           sigmas_up: Tensor | None = None) -> Tensor:
     r"""Ancestral sampling: an Euler step to ``σ_down`` then fresh noise of scale ``σ_up``.
 
-    ``σ_up = η σ_{i+1} \sqrt{(σ_i² - σ_{i+1}²)/σ_i²}``; ``η = 1`` is DDPM's ancestral sampler (the exact
-    posterior ``q(x_{i+1} | x_i, x̂_0)`` in σ-space), ``η = 0`` is DDIM (Song, Meng & Ermon 2021, eq. 16).
+    .. math::
+
+        x_{i+1} = D_i + \frac{σ_{down}}{σ_i}(x_i - D_i) + σ_{up} z, \qquad
+        σ_{up} = \min\Big(σ_{i+1},\ η\, σ_{i+1}\sqrt{1 - σ_{i+1}^2/σ_i^2}\Big),\quad
+        σ_{down} = \sqrt{σ_{i+1}^2 - σ_{up}^2}.
+
+    ``η = 0`` is DDIM (Song, Meng & Ermon 2021, eq. 12 with ``σ_k = η(...)``: the same family of steps).
+    ``η = 1`` is *exactly* DDPM's ancestral step with ``σ_t² = β̃_t`` on a VP path, not an approximation: in
+    σ-space the forward chain is a Brownian motion in ``σ²``, its posterior ``q(x_{i+1} | x_i, x_0)`` is the
+    Brownian bridge ``N(x_0 + (σ_{i+1}^2/σ_i^2)(x_i - x_0),\ σ_{i+1}^2(1 - σ_{i+1}^2/σ_i^2))``, and
+    ``σ_{down}/σ_i = σ_{i+1}^2/σ_i^2``, ``σ_{up}^2`` its variance (``β̃_t = ᾱ_{t-1} σ_{up}^2``).
+    ``sigmas_up`` (``(N,)``, one per step) keeps that posterior mean and sets the noise scale of each step
+    instead, for a DDPM's other reverse variances (``σ_{up} = σ_t/\sqrt{ᾱ_{t-1}}`` for ``σ_t^2 = β_t`` or
+    Analytic-DPM's); ``eta`` must then stay 1.
+
+    Example:
+        >>> d = Denoiser(lambda x, s: torch.zeros_like(x), sigma_min=0.01, sigma_max=10.0)   # a point mass at 0
+        >>> sample_euler_ancestral(d, torch.ones(3, 2), karras_sigmas(5, 0.01, 10.0)).abs().max().item()
+        0.0
     """
-    x, sigmas = _check(model, x, sigmas, callback)
+    x, sigmas = check_sigma_sampler(model, x, sigmas, callback)
     eta = check_nonnegative("eta", eta)
+    if sigmas_up is not None:
+        check_tensor("sigmas_up", sigmas_up, ndim=1)
+        if sigmas_up.shape[0] != sigmas.shape[0] - 1 or bool((sigmas_up < 0).any()):
+            raise ValueError(f"sigmas_up must hold {sigmas.shape[0] - 1} values >= 0 (one per step), "
+                             f"got shape {tuple(sigmas_up.shape)}")
+        if eta != 1.0:
+            raise ValueError(f"sigmas_up sets the noise of every step: leave eta = 1, got eta={eta}")
+        sigmas_up = sigmas_up.to(dtype=x.dtype, device=x.device)
     for i in range(sigmas.shape[0] - 1):
-        denoised = model(x, _full(x, sigmas[i]))
+        denoised = model(x, full_sigma(x, sigmas[i]))
         sigma_down, sigma_up = _ancestral_step(sigmas[i], sigmas[i + 1], eta)
-        x = x + (x - denoised) / sigmas[i] * (sigma_down - sigmas[i])
+        if sigmas_up is not None:
+            sigma_down, sigma_up = sigmas[i + 1] ** 2 / sigmas[i], sigmas_up[i]
+        x = denoised + (x - denoised) * (sigma_down / sigmas[i])
         if float(sigma_up) > 0:
-            x = x + _noise(x, generator) * s_noise * sigma_up
+            x = x + _randn_like(x, generator) * s_noise * sigma_up
         if callback is not None:
             callback(i, x, float(sigmas[i + 1]), denoised)
     return x
 
 
 @torch.no_grad()
+def sample_euler_inverse(model: Denoiser, x: Tensor, sigmas: Tensor, *, callback: SigmaCallback | None = None,
+                         generator: torch.Generator | None = None, fixed_point_iters: int = 5) -> Tensor:
+    r"""DDIM inversion: run the deterministic Euler/DDIM map *upwards* on an increasing grid ``σ_0 < … < σ_N``.
+
+    Each step inverts the Euler step ``x_i = x_{i+1} + (σ_i - σ_{i+1}) ε̂(x_{i+1}, σ_{i+1})`` (``ε̂ = (x - D)/σ``),
+    i.e. solves the implicit equation
+
+    .. math::
+
+        x_{i+1} = x_i + (σ_{i+1} - σ_i)\, ε̂(x_{i+1}, σ_{i+1})
+
+    by fixed-point iteration from the explicit Euler step up (``ε̂(x_i, σ_i)``; from ``σ_0 = 0``, ``ε̂(x_0, σ_1)``,
+    the classic DDIM inversion); ``fixed_point_iters`` refinements make :func:`sample_euler` on the reversed
+    grid retrace it to solver precision.
+    ``N (1 + fixed_point_iters)`` evaluations. ``σ_0`` may be 0 (data).
+
+    Reference: Song, Meng & Ermon (2021), arXiv:2010.02502, Sec. 4.3.
+
+    Example:
+        >>> d = Denoiser(lambda x, s: x / (1 + s[:, None] ** 2), sigma_min=0.01, sigma_max=10.0)
+        >>> x0, up = torch.randn(3, 2, dtype=torch.float64), torch.tensor([0.0, 0.5, 1.0, 2.0], dtype=torch.float64)
+        >>> z = sample_euler_inverse(d, x0, up, fixed_point_iters=30)
+        >>> torch.allclose(sample_euler(d, z, up.flip(0)), x0)
+        True
+    """
+    x, sigmas = check_sigma_sampler(model, x, sigmas, callback, increasing=True)
+    fixed_point_iters = check_int("fixed_point_iters", fixed_point_iters, minimum=0)
+    for i in range(sigmas.shape[0] - 1):
+        sigma, step = sigmas[i + 1], sigmas[i + 1] - sigmas[i]
+        # the explicit start: an Euler step up (the slope at σ_i); from σ_i = 0 the slope at σ_{i+1}
+        start = sigmas[i] if float(sigmas[i]) > 0 else sigma
+        x_next = x + step * model.eps(x, full_sigma(x, start))
+        for _ in range(fixed_point_iters):
+            x_next = x + step * model.eps(x_next, full_sigma(x, sigma))
+        x = x_next
+        if callback is not None:
+            callback(i, x, float(sigma), None)
+    return x
+
+
 def sample_dpmpp_2m(model: Denoiser, x: Tensor, sigmas: Tensor, *, callback: SigmaCallback | None = None,
                     generator: torch.Generator | None = None) -> Tensor:
     r"""DPM-Solver++(2M): second-order multistep in ``λ = -log σ`` on the data prediction.
@@ -214,114 +272,12 @@ def sample_dpmpp_2m(model: Denoiser, x: Tensor, sigmas: Tensor, *, callback: Sig
         x_{i+1} = \frac{σ_{i+1}}{σ_i} x_i - (e^{-h_i} - 1) D_i', \quad
         D_i' = (1 + \tfrac{1}{2r_i}) D_i - \tfrac{1}{2r_i} D_{i-1},\ r_i = h_{i-1}/h_i
 
-    (first step and the last, to σ = 0, first order). ``N`` evaluations for ``N`` steps.
+    (first step and the last, to σ = 0, first order). ``N`` evaluations for ``N`` steps. This is
+    :func:`~probgen.samplers.dpm_solver.sample_dpm_solver_sigma` with ``order=2``, multistep, ``"dpmsolver++"``.
     Reference: Lu et al. (2022), arXiv:2211.01095, Algorithm 2; k-diffusion ``sample_dpmpp_2m``.
     """
-    x, sigmas = _check(model, x, sigmas, callback)
-    old_denoised, h_last = None, None
-    for i in range(sigmas.shape[0] - 1):
-        denoised = model(x, _full(x, sigmas[i]))
-        if float(sigmas[i + 1]) == 0.0:
-            x = denoised
-        else:
-            h = sigmas[i].log() - sigmas[i + 1].log()
-            d = denoised
-            if old_denoised is not None:
-                r = h_last / h
-                d = (1 + 1 / (2 * r)) * denoised - (1 / (2 * r)) * old_denoised
-            x = (sigmas[i + 1] / sigmas[i]) * x - torch.expm1(-h) * d
-            h_last = h
-        old_denoised = denoised
-        if callback is not None:
-            callback(i, x, float(sigmas[i + 1]), denoised)
-    return x
-
-
-@torch.no_grad()
-def sample_reverse_sde(model: Denoiser, x: Tensor, sigmas: Tensor, *, callback: SigmaCallback | None = None,
-                       generator: torch.Generator | None = None) -> Tensor:
-    r"""Euler–Maruyama on the reverse-time SDE of σ-space, ``dx = 2\frac{x - D}{σ} dσ + \sqrt{2σ}\,d\bar w``.
-
-    The forward SDE ``dx = \sqrt{2σ}\,dw_σ`` adds variance ``dσ²``; its time reversal (Anderson 1982)
-    has drift ``-g² ∇\log p = 2(x - D)/σ``. Brownian increments come from one
-    ``torchsde.BrownianInterval`` (seeded from ``generator``), so a finer grid refines the same path.
-    The last step, to ``σ = 0``, returns the denoised ``D(x, σ_{N-1})``.
-    """
-    import torchsde
-
-    x, sigmas = _check(model, x, sigmas, callback)
-    s0 = float(sigmas[0])
-    entropy_device = generator.device if generator is not None else "cpu"
-    entropy = int(torch.randint(0, 2**62, (1,), generator=generator, device=entropy_device).item())
-    bm = torchsde.BrownianInterval(t0=0.0, t1=s0, size=tuple(x.shape), dtype=x.dtype, device=x.device,
-                                   entropy=entropy)
-    for i in range(sigmas.shape[0] - 1):
-        sigma, sigma_next = sigmas[i], sigmas[i + 1]
-        denoised = model(x, _full(x, sigma))
-        if float(sigma_next) == 0.0:
-            x = denoised
-        else:
-            dw = bm(s0 - float(sigma), s0 - float(sigma_next))
-            x = x + 2.0 * (x - denoised) / sigma * (sigma_next - sigma) + (2.0 * sigma).sqrt() * dw
-        if callback is not None:
-            callback(i, x, float(sigma_next), denoised)
-    return x
-
-
-@torch.no_grad()
-def sample_predictor_corrector(model: Denoiser, x: Tensor, sigmas: Tensor, *,
-                               callback: SigmaCallback | None = None, generator: torch.Generator | None = None,
-                               snr: float = 0.16, corrector_steps: int = 1) -> Tensor:
-    r"""Predictor–corrector (Song et al. 2021, Alg. 2 in σ-space): a reverse-diffusion predictor
-    ``x ← x + (σ_i² - σ_{i+1}²) s(x, σ_i) + \sqrt{σ_i² - σ_{i+1}²} z`` and ``corrector_steps`` Langevin
-    moves at ``σ_{i+1}``, ``x ← x + e s + \sqrt{2e} z`` with ``e = 2 (snr ‖z‖ / ‖s‖)²`` (batch-averaged norms).
-    The last predictor step, to ``σ = 0``, returns the denoised mean.
-    """
-    x, sigmas = _check(model, x, sigmas, callback)
-    snr = check_nonnegative("snr", snr)
-    corrector_steps = check_int("corrector_steps", corrector_steps, minimum=0)
-    for i in range(sigmas.shape[0] - 1):
-        sigma, sigma_next = sigmas[i], sigmas[i + 1]
-        denoised = model(x, _full(x, sigma))
-        if float(sigma_next) == 0.0:
-            x = denoised
-        else:
-            var = sigma**2 - sigma_next**2
-            x = x + var * (denoised - x) / sigma**2 + var.sqrt() * _noise(x, generator)
-            for _ in range(corrector_steps):
-                score = (model(x, _full(x, sigma_next)) - x) / sigma_next**2
-                z = _noise(x, generator)
-                ratio = snr * flatten_event(z).norm(dim=-1).mean() / flatten_event(score).norm(dim=-1).mean()
-                e = 2.0 * ratio**2
-                x = x + e * score + (2.0 * e).sqrt() * z
-        if callback is not None:
-            callback(i, x, float(sigma_next), denoised)
-    return x
-
-
-@torch.no_grad()
-def sample_annealed_langevin(model: Denoiser, x: Tensor, sigmas: Tensor, *,
-                             callback: SigmaCallback | None = None, generator: torch.Generator | None = None,
-                             steps_per_level: int = 100, step_lr: float = 2e-5, denoise: bool = True) -> Tensor:
-    r"""Annealed Langevin dynamics (Song & Ermon 2019, Alg. 1) over the non-zero ``sigmas``:
-    ``steps_per_level`` moves ``x ← x + ½α_i s(x, σ_i) + \sqrt{α_i} z`` with ``α_i = step_lr σ_i²/σ_L²``;
-    then, if ``denoise``, Tweedie's ``x ← D(x, σ_L)``.
-    """
-    x, sigmas = _check(model, x, sigmas, callback)
-    steps_per_level = check_int("steps_per_level", steps_per_level, minimum=1)
-    step_lr = check_positive("step_lr", step_lr)
-    levels = sigmas[sigmas > 0]
-    last = levels[-1]
-    for i, sigma in enumerate(levels):
-        alpha = step_lr * (sigma / last) ** 2
-        for _ in range(steps_per_level):
-            score = (model(x, _full(x, sigma)) - x) / sigma**2
-            x = x + 0.5 * alpha * score + alpha.sqrt() * _noise(x, generator)
-        if callback is not None:
-            callback(i, x, float(sigma), x)
-    if denoise:
-        x = model(x, _full(x, last))
-    return x
+    return sample_dpm_solver_sigma(model, x, sigmas, callback=callback, generator=generator, order=2,
+                                   method="multistep", algorithm="dpmsolver++", lower_order_final=False)
 
 
 KARRAS_SAMPLERS: dict[str, Callable[..., Tensor]] = {
@@ -329,6 +285,8 @@ KARRAS_SAMPLERS: dict[str, Callable[..., Tensor]] = {
     "heun": sample_heun,
     "euler-ancestral": sample_euler_ancestral,
     "dpm++2m": sample_dpmpp_2m,
+    "dpm-solver-sigma": sample_dpm_solver_sigma,
+    "ode-sigma": sample_probability_flow,
     "reverse-sde": sample_reverse_sde,
     "pc-sigma": sample_predictor_corrector,
     "annealed-langevin-sigma": sample_annealed_langevin,
@@ -345,8 +303,6 @@ def sample_denoiser(model: Denoiser, shape: tuple[int, ...], *, method: str = "h
 
     This is what the models' ``sample(n, method=...)`` runs for these methods.
     """
-    from probgen._checks import check_choice
-
     method = check_choice("method", method, tuple(KARRAS_SAMPLERS))
     dtype = dtype if dtype is not None else torch.get_default_dtype()
     sigmas = karras_sigmas(steps, model.sigma_min, model.sigma_max, rho=rho, device=device, dtype=dtype)

@@ -171,3 +171,24 @@ def test_sampler_entry_errors():
         sample_ddim(lambda x, i: x[:, :1], s, (2, 2), steps=2)
     with pytest.raises(ValueError, match=r"betas must lie in \(0, 1\)"):
         DiscreteSchedule(torch.tensor([0.1, 1.0]))
+
+
+def test_sigma_space_ancestral_step_is_hos_posterior_exactly():
+    """One η = 1 step of sample_euler_ancestral in σ-space, mapped back (x = α x̃), equals Ho et al.'s
+    x_{t-1} = μ̃_t(x_t, x̂_0) + sqrt(β̃_t) z (eqs. 6-7) with the same z, for any x̂_0: the VP chain in σ-space
+    is a Brownian motion in σ̃², whose bridge is the DDPM posterior."""
+    from probgen.samplers import Denoiser, sample_euler_ancestral
+
+    s = DiscreteSchedule(cosine_betas(50))
+    x0_hat = lambda x, sigma: 0.3 * x + torch.tensor([0.5, -1.0], dtype=DT)  # noqa: E731  (any denoiser)
+    d = Denoiser(x0_hat, sigma_min=1e-3, sigma_max=1e3)
+    x_t = torch.randn(6, 2, generator=torch.Generator().manual_seed(3), dtype=DT)
+    for i in (1, 17, 48):  # network index i = step t = i + 1 -> step t - 1
+        a_t, a_prev = s.alphas_cumprod[i], s.alphas_cumprod_prev[i]
+        sig_t, sig_prev = ((1 - a_t) / a_t).sqrt(), ((1 - a_prev) / a_prev).sqrt()
+        out = sample_euler_ancestral(d, x_t / a_t.sqrt(), torch.stack([sig_t, sig_prev]),
+                                     generator=torch.Generator().manual_seed(i)) * a_prev.sqrt()
+        z = torch.randn(6, 2, generator=torch.Generator().manual_seed(i), dtype=DT)
+        x0 = x0_hat(x_t / a_t.sqrt(), None)
+        expected = s.posterior_mean_coef_x0[i] * x0 + s.posterior_mean_coef_xt[i] * x_t + s.posterior_variance[i].sqrt() * z
+        torch.testing.assert_close(out, expected, rtol=1e-10, atol=1e-10)
