@@ -197,7 +197,11 @@ class PathDenoiser(Denoiser):
         return time_of_sigma(self.path, sigma, self.t_min, self.t_max)
 
     def _denoise(self, x: Tensor, sigma: Tensor) -> Tensor:
-        t = self.time(sigma)
+        if sigma.numel() > 1 and bool((sigma == sigma[0]).all()):
+            # samplers pass one σ for the whole batch: invert the path once, not B times
+            t = self.time(sigma[:1]).expand(sigma.shape)
+        else:
+            t = self.time(sigma)
         alpha, std = self.path.mean_scale(t), self.path.std(t)
         x_t = append_dims(alpha, x.dim()) * x
         out = check_output_shape("model prediction", self.predict(x_t, t), x.shape)
