@@ -59,8 +59,9 @@ class ScoreSDERecipe(Recipe):
     def build(self, dataset, *, kind=None, objective=None):
         from probgen.diffusion import ScoreSDE
 
-        return self.standardized(ScoreSDE(tuple(dataset.event_shape), loss_weighting="likelihood",
-                                          importance_sampling=True, ema_decay=0.999), dataset)
+        options = {"loss_weighting": "likelihood", "importance_sampling": True, "ema_decay": 0.999,
+                   **self.settings_for(dataset)["model"]}
+        return self.standardized(ScoreSDE(tuple(dataset.event_shape), **options), dataset)
 
     def log_likelihoods(self, model, x, *, trace=None, bound=None):
         lp = model.log_prob(x, trace=trace or "exact", batch_size=500)

@@ -136,8 +136,8 @@ class CNFRecipe(FlowRecipe):
 
         # trained at solver tolerance 1e-3 with backprop through the solver (what docs/flows.md measured as
         # fastest to train), scored at CNF_EVAL_TOL
-        return self.standardized(Flow(numel(dataset.event_shape), "cnf", rtol=1e-3, atol=1e-3, adjoint=False),
-                                 dataset)
+        options = {"rtol": 1e-3, "atol": 1e-3, "adjoint": False, **self.settings_for(dataset)["model"]}
+        return self.standardized(Flow(numel(dataset.event_shape), "cnf", **options), dataset)
 
 
 class MADERecipe(Recipe):

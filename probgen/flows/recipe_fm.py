@@ -31,7 +31,8 @@ class FlowMatchingRecipe(Recipe):
         num_dims = 1
         for size in dataset.event_shape:
             num_dims *= int(size)
-        return self.standardized(FlowMatching((num_dims,), path=kind or "linear", coupling="ot"), dataset)
+        options = {"coupling": "ot", **self.settings_for(dataset)["model"]}
+        return self.standardized(FlowMatching((num_dims,), path=kind or "linear", **options), dataset)
 
     def log_likelihoods(self, model, x, *, trace=None, bound=None):
         lp = model.log_prob(x, trace=trace or "exact", batch_size=500)
