@@ -32,6 +32,7 @@ __all__ = [
     "require_binary",
     "value_range",
     "settings_table",
+    "steps_for_epochs",
 ]
 
 
@@ -78,10 +79,19 @@ class Recipe:
         return cache[key][1]
 
     def settings_for(self, dataset) -> dict[str, dict[str, Any]]:
-        """``{"model": {...}, "fit": {...}}``: the ``"default"`` row updated by the data's profile row."""
-        row = self.profile(dataset).row
-        base, tuned = self.settings.get("default", {}), self.settings.get(row, {})
-        return {part: {**base.get(part, {}), **tuned.get(part, {})} for part in ("model", "fit")}
+        """``{"model": {...}, "fit": {...}}``: the ``"default"`` row updated by the data's profile row.
+
+        A row may size its training by the data instead of a fixed ``steps``: ``"epochs": E`` (and optionally
+        ``"max_steps"``) gives ``steps = min(ceil(E N / min(batch_size, N)), max_steps)`` for the profile's ``N``
+        training points (:func:`steps_for_epochs`), so small data sets are not trained into overfitting."""
+        prof = self.profile(dataset)
+        base, tuned = self.settings.get("default", {}), self.settings.get(prof.row, {})
+        out = {part: {**base.get(part, {}), **tuned.get(part, {})} for part in ("model", "fit")}
+        fit = out["fit"]
+        if "epochs" in tuned.get("fit", {}):
+            fit["steps"] = steps_for_epochs(fit.pop("epochs"), prof.size, fit.get("batch_size", 256),
+                                            max_steps=fit.pop("max_steps", None))
+        return out
 
     def profile_line(self, dataset) -> str:
         """One line for ``probgen fit``: which profile row the data got and why."""
@@ -267,6 +277,18 @@ class Recipe:
             plots.image_grid(samples[:64].reshape(-1, 1, 8, 8), path=path, value_range=value_range(dataset))
         else:
             plots.scatter_2d(samples[:, :2], path=path)
+
+
+def steps_for_epochs(epochs: float, num_data: int, batch_size: int, *, max_steps: int | None = None) -> int:
+    """Training steps that pass ``epochs`` times over ``num_data`` points in batches of ``batch_size`` (the
+    whole data when it is smaller), at most ``max_steps``.
+
+    Example:
+        >>> steps_for_epochs(100, 512, 256), steps_for_epochs(100, 100_000, 256, max_steps=3000)
+        (200, 3000)
+    """
+    steps = max(1, math.ceil(epochs * num_data / max(1, min(batch_size, num_data))))
+    return steps if max_steps is None else min(steps, int(max_steps))
 
 
 def value_range(dataset) -> tuple[float, float]:
