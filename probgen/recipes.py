@@ -66,6 +66,9 @@ class Recipe:
     settings: dict[str, dict[str, dict[str, Any]]] = {}
     #: continuous data are standardized inside the model (:mod:`probgen.ops.standardize`)
     standardize: bool = False
+    #: profile rows whose vectors are whitened instead (full covariance, :func:`probgen.ops.standardize.whiten`):
+    #: the model then starts from the full-covariance Gaussian fitted to the data
+    whiten_rows: tuple[str, ...] = ()
 
     # --- what the data is ---------------------------------------------------------------------------------
     def profile(self, dataset):
@@ -100,7 +103,10 @@ class Recipe:
         prof = self.profile(dataset)
         tuned = "its tuned settings" if prof.row in self.settings else "the family's general defaults"
         return (f"data profile {prof.describe()} -> row {prof.row!r} ({dict(PROFILE_ROWS)[prof.row]}): "
-                f"{tuned}" + ("; standardized inside the model" if self.standardizes(dataset) else ""))
+                f"{tuned}" + (f"; {self._standardizing(dataset)} inside the model" if self.standardizes(dataset) else ""))
+
+    def _standardizing(self, dataset) -> str:
+        return "whitened (full covariance)" if self.profile(dataset).row in self.whiten_rows else "standardized"
 
     def standardizes(self, dataset) -> bool:
         """Whether :meth:`standardized` wraps models of ``dataset``: continuous data, continuous families."""
@@ -111,9 +117,12 @@ class Recipe:
         :meth:`standardizes` (``log_prob`` stays the density of the original values)."""
         if not self.standardizes(dataset):
             return model
-        from probgen.ops.standardize import standardize
+        from probgen.ops.standardize import standardize, whiten
 
-        return standardize(model, self.to_model(dataset.train))
+        data = self.to_model(dataset.train)
+        if self.profile(dataset).row in self.whiten_rows and data.dim() == 2:
+            return whiten(model, data)
+        return standardize(model, data)
 
     # --- building and training -------------------------------------------------------------------------
     def build(self, dataset, *, kind: str | None = None, objective: str | None = None):

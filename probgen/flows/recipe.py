@@ -74,6 +74,7 @@ class FlowRecipe(Recipe):
     kinds = ("spline", "spline-ar", "realnvp", "maf", "iaf", "planar", "radial")
     flatten = True
     standardize = True
+    whiten_rows = ("tabular",)
     settings = {
         "default": {"model": {"kind": "spline"},
                     "fit": {"steps": 3000, "batch_size": 256, "lr": 1e-3, "lr_schedule": "cosine"}},
@@ -139,6 +140,7 @@ class CNFRecipe(FlowRecipe):
     """A continuous normalizing flow (FFJORD): ``Flow(dim, "cnf")``, trained through the adjoint ODE."""
 
     name = "cnf"
+    whiten_rows = ()  # tuned with per-dimension standardization
     kinds = ()
     settings = {
         "default": {"fit": {"steps": 1000, "batch_size": 256, "lr": 1e-3, "lr_schedule": "cosine"}},
