@@ -66,7 +66,7 @@ def test_the_tabular_row_is_tuned_and_sized_by_the_number_of_points(family):
     assert recipe.fit_options(small, steps=7)["steps"] == 7  # --steps wins
     model = recipe.build(small)
     # continuous vectors are standardized inside (the flow whitens them: full covariance)
-    assert model.family == {"flow": "whitened", "vae": "vae"}.get(family, "standardized")
+    assert model.family == {"flow": "whitened"}.get(family, "standardized")
 
 
 def test_the_tabular_flow_is_maf_with_small_conditioners():
