@@ -224,6 +224,8 @@ def run_split(args, dataset):
         return base, base, x, {"model": what, "steps": 0, "batch_size": 0, "lr": 0}, 0.0, 0.0
     recipe = registry.recipe(args.family)
     _override(recipe, dataset, args.model_json, args.fit_json)
+    if args.no_whiten:  # tuning: per-dimension standardization where the row would whiten
+        recipe.whiten_rows = ()
     recipe.check_dataset(dataset)
     torch.manual_seed(args.seed)
     model = recipe.build(dataset)
@@ -276,6 +278,7 @@ def main(argv=None) -> None:
     parser.add_argument("--curve", type=int, default=0, help="tuning: print the test NLL every CURVE steps")
     parser.add_argument("--curve-loss", action="store_true", help="tuning: the curve shows the held-out loss")
     parser.add_argument("--eval-points", type=int, default=None, help="score only the first test points")
+    parser.add_argument("--no-whiten", action="store_true", help="tuning: standardize per dimension, never whiten")
     parser.add_argument("--model-json", default=None, help="tuning: model settings laid over the row (JSON)")
     parser.add_argument("--fit-json", default=None, help="tuning: training settings laid over the row (JSON)")
     args = parser.parse_args(argv)
