@@ -353,8 +353,8 @@ def settings_table(*, markdown: bool = True) -> str:
         for row, what in PROFILE_ROWS:
             tuned = [r.name for r in recipes if row in r.settings]
             lines.append(f"  {row:<10} {what:<50} tuned: {', '.join(tuned) or 'none (general defaults)'}")
-        lines.append("  continuous data are standardized inside flow, cnf, fm, score-sde and ddpm models (the flow "
-                     "whitens tabular vectors: full covariance)")
+        lines.append("  continuous data are standardized inside flow, cnf, fm, score-sde, ddpm (and tabular vae) models;"
+                     " the flow whitens tabular vectors (full covariance)")
         lines.append("  'epochs E' rows train ceil(E N / batch) steps for N training points, at most max_steps")
         return "\n".join(lines)
     lines = ["| family | row | model | training |", "|---|---|---|---|"]

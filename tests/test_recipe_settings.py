@@ -83,8 +83,22 @@ def test_steps_for_epochs():
 
 def test_docs_show_the_table_of_the_code():
     docs = (Path(__file__).resolve().parents[1] / "docs" / "cli.md").read_text()
-    assert settings_table() in docs, "regenerate with: python -c 'from probgen.recipes import settings_table, steps_for_epochs; " \
+    assert settings_table() in docs, "regenerate with: python -c 'from probgen.recipes import settings_table; " \
                                      "print(settings_table())'"
+
+
+def test_fit_help_shows_the_short_table(capsys):
+    from probgen.cli import main
+
+    try:
+        code = main(["fit", "--help"])
+    except SystemExit as exc:  # argparse's exit, or the CLI's own return code
+        code = exc.code
+    assert code in (0, None)
+    out = capsys.readouterr().out
+    assert settings_table(markdown=False) in out
+    assert "tabular    continuous or quantized vectors of 3 <= D <= 64    tuned: cnf, ddpm, flow, fm, score-sde, vae" in out
+    assert "binary     vectors with values in {0, 1}                      tuned: made, rbm, vae" in out
 
 
 def test_fit_prints_the_profile_it_chose(tmp_path, capsys):
@@ -98,3 +112,4 @@ def test_fit_prints_the_profile_it_chose(tmp_path, capsys):
     assert code == 0
     line = next(line for line in out.splitlines() if line.startswith("data profile"))
     assert "tabular: continuous, vector D = 4, N = 54" in line and "row 'tabular'" in line
+    assert "its tuned settings; whitened (full covariance) inside the model" in line
