@@ -91,9 +91,10 @@ class VAERecipe(Recipe):
         device = next(model.parameters()).device
         x = dataset.test[: self.max_eval_points].to(device)
         out: dict[str, dict] = {}
-        inner = getattr(model, "model", model)  # a standardized VAE: encode z = to_standard(x), map back
-        to_z = getattr(model, "to_standard", lambda v: v)
-        from_z = getattr(model, "from_standard", lambda v: v)
+        wrapped = hasattr(model, "to_standard")  # a standardized VAE: encode z = to_standard(x), map back
+        inner = model.model if wrapped else model
+        to_z = model.to_standard if wrapped else (lambda v: v)
+        from_z = model.from_standard if wrapped else (lambda v: v)
         with torch.no_grad():
             recon = from_z(inner.reconstruct(to_z(x)))
             low, high = dataset.data_range if dataset.num_levels else (float(x.min()), float(x.max()))
