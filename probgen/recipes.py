@@ -32,6 +32,7 @@ __all__ = [
     "require_binary",
     "value_range",
     "settings_table",
+    "steps_for_epochs",
 ]
 
 
@@ -65,6 +66,9 @@ class Recipe:
     settings: dict[str, dict[str, dict[str, Any]]] = {}
     #: continuous data are standardized inside the model (:mod:`probgen.ops.standardize`)
     standardize: bool = False
+    #: profile rows whose vectors are whitened instead (full covariance, :func:`probgen.ops.standardize.whiten`):
+    #: the model then starts from the full-covariance Gaussian fitted to the data
+    whiten_rows: tuple[str, ...] = ()
 
     # --- what the data is ---------------------------------------------------------------------------------
     def profile(self, dataset):
@@ -78,10 +82,19 @@ class Recipe:
         return cache[key][1]
 
     def settings_for(self, dataset) -> dict[str, dict[str, Any]]:
-        """``{"model": {...}, "fit": {...}}``: the ``"default"`` row updated by the data's profile row."""
-        row = self.profile(dataset).row
-        base, tuned = self.settings.get("default", {}), self.settings.get(row, {})
-        return {part: {**base.get(part, {}), **tuned.get(part, {})} for part in ("model", "fit")}
+        """``{"model": {...}, "fit": {...}}``: the ``"default"`` row updated by the data's profile row.
+
+        A row may size its training by the data instead of a fixed ``steps``: ``"epochs": E`` (and optionally
+        ``"max_steps"``) gives ``steps = min(ceil(E N / min(batch_size, N)), max_steps)`` for the profile's ``N``
+        training points (:func:`steps_for_epochs`), so small data sets are not trained into overfitting."""
+        prof = self.profile(dataset)
+        base, tuned = self.settings.get("default", {}), self.settings.get(prof.row, {})
+        out = {part: {**base.get(part, {}), **tuned.get(part, {})} for part in ("model", "fit")}
+        fit = out["fit"]
+        if "epochs" in tuned.get("fit", {}):
+            fit["steps"] = steps_for_epochs(fit.pop("epochs"), prof.size, fit.get("batch_size", 256),
+                                            max_steps=fit.pop("max_steps", None))
+        return out
 
     def profile_line(self, dataset) -> str:
         """One line for ``probgen fit``: which profile row the data got and why."""
@@ -90,7 +103,10 @@ class Recipe:
         prof = self.profile(dataset)
         tuned = "its tuned settings" if prof.row in self.settings else "the family's general defaults"
         return (f"data profile {prof.describe()} -> row {prof.row!r} ({dict(PROFILE_ROWS)[prof.row]}): "
-                f"{tuned}" + ("; standardized inside the model" if self.standardizes(dataset) else ""))
+                f"{tuned}" + (f"; {self._standardizing(dataset)} inside the model" if self.standardizes(dataset) else ""))
+
+    def _standardizing(self, dataset) -> str:
+        return "whitened (full covariance)" if self.profile(dataset).row in self.whiten_rows else "standardized"
 
     def standardizes(self, dataset) -> bool:
         """Whether :meth:`standardized` wraps models of ``dataset``: continuous data, continuous families."""
@@ -101,9 +117,12 @@ class Recipe:
         :meth:`standardizes` (``log_prob`` stays the density of the original values)."""
         if not self.standardizes(dataset):
             return model
-        from probgen.ops.standardize import standardize
+        from probgen.ops.standardize import standardize, whiten
 
-        return standardize(model, self.to_model(dataset.train))
+        data = self.to_model(dataset.train)
+        if self.profile(dataset).row in self.whiten_rows and data.dim() == 2:
+            return whiten(model, data)
+        return standardize(model, data)
 
     # --- building and training -------------------------------------------------------------------------
     def build(self, dataset, *, kind: str | None = None, objective: str | None = None):
@@ -269,6 +288,18 @@ class Recipe:
             plots.scatter_2d(samples[:, :2], path=path)
 
 
+def steps_for_epochs(epochs: float, num_data: int, batch_size: int, *, max_steps: int | None = None) -> int:
+    """Training steps that pass ``epochs`` times over ``num_data`` points in batches of ``batch_size`` (the
+    whole data when it is smaller), at most ``max_steps``.
+
+    Example:
+        >>> steps_for_epochs(100, 512, 256), steps_for_epochs(100, 100_000, 256, max_steps=3000)
+        (200, 3000)
+    """
+    steps = max(1, math.ceil(epochs * num_data / max(1, min(batch_size, num_data))))
+    return steps if max_steps is None else min(steps, int(max_steps))
+
+
 def value_range(dataset) -> tuple[float, float]:
     return tuple(dataset.data_range) if dataset is not None and dataset.num_levels else (-1.0, 1.0)
 
@@ -322,7 +353,9 @@ def settings_table(*, markdown: bool = True) -> str:
         for row, what in PROFILE_ROWS:
             tuned = [r.name for r in recipes if row in r.settings]
             lines.append(f"  {row:<10} {what:<50} tuned: {', '.join(tuned) or 'none (general defaults)'}")
-        lines.append("  continuous data are standardized inside flow, cnf, score-sde and ddpm models")
+        lines.append("  continuous data are standardized inside flow, cnf, fm, score-sde, ddpm (and tabular vae) models;"
+                     " the flow whitens tabular vectors (full covariance)")
+        lines.append("  'epochs E' rows train ceil(E N / batch) steps for N training points, at most max_steps")
         return "\n".join(lines)
     lines = ["| family | row | model | training |", "|---|---|---|---|"]
     for r in recipes:

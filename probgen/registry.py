@@ -69,6 +69,8 @@ FAMILIES: dict[str, Family] = {
     "wgan-gp": Family("probgen.gan:WGANGP", "probgen.gan.recipe:WGANGPRecipe"),
     # a continuous model wrapped in the standardizing bijection (any family above; see probgen.ops.standardize)
     "standardized": Family("probgen.ops.standardize:Standardized"),
+    # ... or in the whitening bijection (full covariance; the tabular rows of flow)
+    "whitened": Family("probgen.ops.standardize:Whitened"),
 }
 
 

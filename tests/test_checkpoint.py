@@ -109,7 +109,7 @@ def test_families_table_is_the_documented_one():
         "gaussian-rbm": "probgen.ebm:GaussianBernoulliRBM", "made": "probgen.flows:MADE",
         "gan": "probgen.gan:GAN", "wgan-gp": "probgen.gan:WGANGP",
         "fm": "probgen.flows:FlowMatching", "edm": "probgen.diffusion:EDM",
-        "standardized": "probgen.ops.standardize:Standardized",
+        "standardized": "probgen.ops.standardize:Standardized", "whitened": "probgen.ops.standardize:Whitened",
     }
     assert probgen.load is load and probgen.save is save
 

@@ -3,14 +3,16 @@ built-in set gets exactly the settings of the built-in set; the table in docs/cl
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from probgen import registry
 from probgen.data import load_dataset
-from probgen.recipes import settings_table
+from probgen.recipes import settings_table, steps_for_epochs
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +25,7 @@ def same_points(tmp_path_factory):
     return builtin, user
 
 
-@pytest.mark.parametrize("family", ["flow", "score-sde", "cnf", "ddpm", "vae"])
+@pytest.mark.parametrize("family", ["flow", "score-sde", "cnf", "ddpm", "vae", "fm"])
 def test_a_user_2d_file_gets_the_settings_of_the_built_in_set(family, same_points):
     builtin, user = same_points
     recipe = registry.recipe(family)
@@ -44,10 +46,59 @@ def test_the_flow_and_score_sde_2d_rows_are_the_tuned_ones(same_points):
     assert registry.recipe("score-sde").fit_options(user)["steps"] == 8000
 
 
+def _tabular(n, dim=10):
+    from probgen.data import DataSet
+
+    x = torch.randn(n, dim, generator=torch.Generator().manual_seed(0)) * 40 + 3
+    return DataSet("tab.npy", x, x[:20], (dim,), None, None, None, (float(x.min()), float(x.max())), None, None,
+                   "file")
+
+
+@pytest.mark.parametrize("family", ["flow", "score-sde", "fm", "cnf", "vae", "ddpm"])
+def test_the_tabular_row_is_tuned_and_sized_by_the_number_of_points(family):
+    recipe = registry.recipe(family)
+    small, large = _tabular(512), _tabular(200_000)
+    assert recipe.profile(small).row == "tabular" and "tabular" in recipe.settings
+    fit = recipe.settings["tabular"]["fit"]
+    epochs, batch = fit["epochs"], fit["batch_size"]
+    assert recipe.fit_options(small)["steps"] == steps_for_epochs(epochs, 512, batch) == math.ceil(epochs * 512 / batch)
+    assert recipe.fit_options(large)["steps"] == fit["max_steps"]  # capped for large N
+    assert recipe.fit_options(small, steps=7)["steps"] == 7  # --steps wins
+    model = recipe.build(small)
+    # continuous vectors are standardized inside (the flow whitens them: full covariance)
+    assert model.family == {"flow": "whitened"}.get(family, "standardized")
+
+
+def test_the_tabular_flow_is_maf_with_small_conditioners():
+    flow = registry.recipe("flow").build(_tabular(512, dim=30))
+    assert (flow.kind, flow.config()["model"]["config"]["hidden_dims"]) == ("maf", [64, 64])
+
+
+def test_steps_for_epochs():
+    assert steps_for_epochs(75, 512, 256) == 150
+    assert steps_for_epochs(75, 100, 256) == 75  # the whole data in one batch: one step per pass
+    assert steps_for_epochs(0.001, 10, 256) == 1
+    assert steps_for_epochs(750, 10**6, 256, max_steps=4000) == 4000
+
+
 def test_docs_show_the_table_of_the_code():
     docs = (Path(__file__).resolve().parents[1] / "docs" / "cli.md").read_text()
     assert settings_table() in docs, "regenerate with: python -c 'from probgen.recipes import settings_table; " \
                                      "print(settings_table())'"
+
+
+def test_fit_help_shows_the_short_table(capsys):
+    from probgen.cli import main
+
+    try:
+        code = main(["fit", "--help"])
+    except SystemExit as exc:  # argparse's exit, or the CLI's own return code
+        code = exc.code
+    assert code in (0, None)
+    out = capsys.readouterr().out
+    assert settings_table(markdown=False) in out
+    assert "tabular    continuous or quantized vectors of 3 <= D <= 64    tuned: cnf, ddpm, flow, fm, score-sde, vae" in out
+    assert "binary     vectors with values in {0, 1}                      tuned: made, rbm, vae" in out
 
 
 def test_fit_prints_the_profile_it_chose(tmp_path, capsys):
@@ -61,3 +112,4 @@ def test_fit_prints_the_profile_it_chose(tmp_path, capsys):
     assert code == 0
     line = next(line for line in out.splitlines() if line.startswith("data profile"))
     assert "tabular: continuous, vector D = 4, N = 54" in line and "row 'tabular'" in line
+    assert "its tuned settings; whitened (full covariance) inside the model" in line

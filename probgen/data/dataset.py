@@ -16,7 +16,7 @@ from torch import Tensor
 
 from probgen._checks import check_int
 from probgen.data.sklearn_digits import DIGITS_NUM_LEVELS, digits
-from probgen.data.files import FILE_EXTENSIONS, load_file
+from probgen.data.files import FILE_EXTENSIONS, file_levels, load_file
 from probgen.data.images import IMAGE_SET_NAMES, IMAGE_SETS, read_image_set, read_png_folder
 from probgen.data.quantize import dynamic_binarize
 from probgen.data.toy_sets import (
@@ -163,7 +163,8 @@ def _load_digits(name: str, n_train: int | None, n_test: int | None) -> DataSet:
 
 
 def _load_path(path: Path, label: str, seed: int, n_train: int | None, n_test: int | None) -> DataSet:
-    train, test = _split_rows(load_file(path), path, seed, n_train, n_test)
+    values, num_levels, levels_range = file_levels(load_file(path))
+    train, test = _split_rows(values, path, seed, n_train, n_test)
     return DataSet(
         name=label,
         train=train,
@@ -171,8 +172,8 @@ def _load_path(path: Path, label: str, seed: int, n_train: int | None, n_test: i
         event_shape=tuple(train.shape[1:]),
         log_prob=None,
         entropy=None,
-        num_levels=None,
-        data_range=(float(train.min()), float(train.max())),
+        num_levels=num_levels,
+        data_range=levels_range if num_levels else (float(train.min()), float(train.max())),
         labels_train=None,
         labels_test=None,
         kind="file",

@@ -14,7 +14,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["FILE_EXTENSIONS", "MAX_ABS_VALUE", "MIN_ROWS", "load_file", "check_fit_data"]
+__all__ = ["FILE_EXTENSIONS", "MAX_ABS_VALUE", "MIN_ROWS", "IMAGE_LEVELS", "load_file", "check_fit_data",
+           "file_levels"]
 
 FILE_EXTENSIONS: tuple[str, ...] = (".npy", ".csv", ".pt")
 """File extensions accepted by :func:`load_file` (case-insensitive)."""
@@ -217,6 +218,62 @@ def load_file(path: str | os.PathLike) -> Tensor:
             f"{MAX_ABS_VALUE:.0e} overflow float32 arithmetic (x**2 > 3.4e38): standardize the data first"
         )
     return data
+
+
+IMAGE_LEVELS = 256
+"""Levels of an image file of integer values in ``0..255`` (8-bit pixels), whatever its largest value."""
+
+
+def _image_layout(data: Tensor) -> Tensor:
+    """Image stacks in the layout the models take, ``(N, C, H, W)``: ``(N, H, W)`` gets a channel axis and
+    channels-last ``(N, H, W, C)`` with ``C`` in 1 or 3 is moved to channels-first."""
+    if data.dim() == 3:
+        return data[:, None]
+    if data.dim() == 4 and data.shape[1] not in (1, 3) and data.shape[3] in (1, 3):
+        return data.permute(0, 3, 1, 2).contiguous()
+    return data
+
+
+def file_levels(data: Tensor) -> tuple[Tensor, int | None, tuple[float, float]]:
+    r"""What a user file's values are: integer values are quantized levels, 8-bit image stacks are images.
+
+    * every value 0 or 1: binary, ``L = 2`` levels, range ``(0, 1)``, values kept (image stacks laid out as
+      below);
+    * integer values in ``0..255`` with three axes or more (``(N, H, W)``, ``(N, C, H, W)`` or channels-last
+      ``(N, H, W, C)``, ``C`` in 1 or 3): 8-bit images, reshaped to ``(N, C, H, W)`` and scaled as the PNG
+      folders and MNIST are, level ``k -> x = 2k/255 - 1``, ``L = 256``, range ``(-1, 1)``, so that continuous
+      models dequantize them and report bits/dim;
+    * other integer values in ``0..L-1`` (``L <= 256``, ``L = max + 1``): quantized to ``L`` levels, range
+      ``(0, L - 1)``, values kept;
+    * anything else: continuous, ``num_levels = None`` and the range of the values.
+
+    Continuous models of quantized data are trained on uniformly dequantized values
+    (:func:`probgen.data.dequantize_scaled`) and report bits/dim (:func:`probgen.data.bits_per_dim`).
+
+    Args:
+        data: the values of :func:`load_file`, ``(N, *event)``.
+
+    Returns:
+        ``(values, num_levels, data_range)``.
+
+    Example:
+        >>> pixels = torch.randint(0, 256, (10, 28, 28)).float()
+        >>> x, levels, data_range = file_levels(pixels)
+        >>> tuple(x.shape), levels, data_range, float(x.min()) >= -1.0
+        ((10, 1, 28, 28), 256, (-1.0, 1.0), True)
+        >>> file_levels(torch.tensor([[0.0, 3.0], [2.0, 1.0]]))[1:]
+        (4, (0.0, 3.0))
+    """
+    flat = data.reshape(-1)
+    low, high = float(flat.min()), float(flat.max())
+    integral = low >= 0.0 and high <= IMAGE_LEVELS - 1 and bool((flat == flat.round()).all())
+    if not integral or high < 1.0:
+        return data, None, (low, high)
+    if high == 1.0:
+        return _image_layout(data), 2, (0.0, 1.0)
+    if data.dim() >= 3:
+        return _image_layout(data).mul(2.0 / (IMAGE_LEVELS - 1)).sub(1.0), IMAGE_LEVELS, (-1.0, 1.0)
+    return data, int(high) + 1, (0.0, high)
 
 
 def check_fit_data(dataset, *, continuous: bool = True) -> None:

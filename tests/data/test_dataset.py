@@ -78,7 +78,7 @@ def test_digits_subsets_and_limits():
 
 
 def test_file_split_90_10(tmp_path):
-    data = np.arange(150, dtype=np.float64).reshape(50, 3)
+    data = np.arange(150, dtype=np.float64).reshape(50, 3) / 8  # not all integers: continuous (see test_files)
     path = tmp_path / "my.npy"
     np.save(path, data)
     ds = load_dataset(path, seed=1)
