@@ -23,6 +23,12 @@ def _standardized_flow():
     return standardize(pg.flows.Flow(2, "realnvp"), torch.randn(64, 2) * 50 + 100)
 
 
+def _whitened_flow():
+    from probgen.ops.standardize import whiten
+
+    return whiten(pg.flows.Flow(2, "realnvp"), torch.randn(64, 2) @ torch.tensor([[3.0, 0.0], [2.0, 1.0]]).T)
+
+
 def _from_registry(name, *args, **kwargs):
     return lambda: registry.model_class(name)(*args, **kwargs)
 
@@ -51,6 +57,8 @@ CASES = {
     "gan": [("gan", _from_registry("gan", 2, hidden=(16,)), lambda n: torch.randn(n, 2), None, {})],
     "wgan-gp": [("wgan-gp", _from_registry("wgan-gp", 2, hidden=(16,)), lambda n: torch.randn(n, 2), None, {})],
     "standardized": [("standardized-flow", _standardized_flow, lambda n: torch.randn(n, 2) * 50 + 100, True, {})],
+    "whitened": [("whitened-flow", _whitened_flow, lambda n: torch.randn(n, 2) @ torch.tensor([[3.0, 0.0], [2.0, 1.0]]).T,
+                  True, {})],
 }
 #: families of the table without a case here, and why
 NOT_COVERED = {
