@@ -45,3 +45,25 @@ class FlowMatchingRecipe(Recipe):
 
     def describe(self, model) -> str:
         return f"flow matching ({model.path_name} path, {model.coupling} coupling)"
+
+    def reflows(self, model) -> bool:
+        """``probgen fit --reflow`` applies to this model."""
+        return True
+
+    def reflow(self, model, dataset, *, rounds: int, options, seed: int = 0, device=None, progress: bool = True):
+        """``rounds`` rounds of :func:`probgen.flows.matching.reflow` on ``model`` (inside the standardizing
+        wrapper, where the flow lives), each drawing ``min(len(train), steps × batch)`` pairs and training as
+        long as the first fit (``options``: the fit options). Returns the model with the reflowed flow."""
+        from probgen.flows.matching import reflow
+
+        wrapped = hasattr(model, "inner_family")
+        flow = model.model if wrapped else model
+        num_pairs = min(len(dataset.train), options["steps"] * options["batch_size"])
+        for r in range(rounds):
+            flow = reflow(flow, num_pairs=num_pairs, steps=options["steps"], batch_size=options["batch_size"],
+                          lr=options["lr"], lr_schedule=options.get("lr_schedule"), seed=seed + 1 + r,
+                          progress=progress, device=device)
+        if wrapped:
+            model.model = flow
+            return model
+        return flow
