@@ -14,7 +14,8 @@ whose minimizer is the marginal velocity ``v*(x, t) = E[u_t | x_t = x]``; the OD
 ``σ = sin(πt/2)``). The coupling ``π`` is independent, or ``"ot"``: the exact optimal assignment of
 each minibatch (``scipy.optimize.linear_sum_assignment`` on squared distances; Tong et al. 2024,
 Pooladian et al. 2023), which straightens the paths. *Reflow* (Liu et al. 2023) retrains on
-``(x̂_0, z)`` pairs of the model's own ODE (:meth:`FlowMatching.reflow_pairs`, ``loss(x, noise=z)``).
+``(x̂_0, z)`` pairs of the model's own ODE (:func:`reflow`: :meth:`FlowMatching.reflow_pairs`, then
+``loss(x̂_0, z)``; ``probgen fit fm --reflow N``); :func:`straightness` measures the result.
 
 The log-density is exact through the same ODE core as the CNF and the diffusion models
 (:func:`probgen.ops.odeint_logdet`): ``log p(x) = log N(x_1; 0, I) + ∫_0^1 ∇·v(x_t, t) dt``.
