@@ -122,7 +122,7 @@ class ImageFlowRecipe(FlowRecipe):
 
 
 #: how ``probgen fit cnf`` trains by default: flow matching, which reached a smaller KL gap than FFJORD's
-#: maximum likelihood at equal training wall time (docs/flows.md, "FM vs FFJORD at equal wall time")
+#: maximum likelihood at equal training time (docs/flows.md, "`probgen fit cnf`: flow matching or FFJORD")
 CNF_DEFAULT_OBJECTIVE = "fm"
 
 
