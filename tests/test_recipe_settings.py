@@ -59,7 +59,8 @@ def test_the_tabular_row_is_tuned_and_sized_by_the_number_of_points(family):
     recipe = registry.recipe(family)
     small, large = _tabular(512), _tabular(200_000)
     assert recipe.profile(small).row == "tabular" and "tabular" in recipe.settings
-    fit = recipe.settings["tabular"]["fit"]
+    # `fit cnf` trains by flow matching by default (CNF_DEFAULT_OBJECTIVE), with the fm recipe's rows
+    fit = (registry.recipe("fm") if family == "cnf" else recipe).settings["tabular"]["fit"]
     epochs, batch = fit["epochs"], fit["batch_size"]
     assert recipe.fit_options(small)["steps"] == steps_for_epochs(epochs, 512, batch) == math.ceil(epochs * 512 / batch)
     assert recipe.fit_options(large)["steps"] == fit["max_steps"]  # capped for large N

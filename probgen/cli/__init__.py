@@ -72,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--lr", type=_positive_float, default=None, help="learning rate")
     fit.add_argument("--kind", default=None, help="family variant, e.g. flow kind spline|realnvp|maf|...")
     fit.add_argument("--objective", default=None, help="training objective, for families that have several")
+    fit.add_argument("--reflow", type=_positive_int, default=None, metavar="N",
+                     help="flow matching (fm, cnf): N rounds of reflow after training (rectified flow, straighter "
+                          "paths: fewer solver steps); each round trains as long as the first")
     fit.add_argument("--out", default=None, help="output folder (default: runs/<family>-<data>)")
     fit.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     fit.add_argument("--seed", type=_seed, default=0)

@@ -47,6 +47,10 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         raise UsageError(f"--out {str(out)!r} already holds a checkpoint; pass --resume to continue it or --force to overwrite it")
     if args.resume and not ckpt.exists():
         raise UsageError(f"--resume: no checkpoint in {str(out)!r} to continue")
+    reflow_rounds = getattr(args, "reflow", None)
+    if reflow_rounds and args.resume:
+        raise UsageError("--reflow cannot be combined with --resume (a reflowed run is saved without its training "
+                         "state); rerun with --force")
 
     dataset = load_data(args.data, seed=args.seed, data_dir=args.data_dir)
     recipe.check_dataset(dataset)
@@ -57,6 +61,9 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     ckpt = _lock_run(args, out, ckpt)
     torch.manual_seed(args.seed)
     model = recipe.build(dataset, kind=args.kind, objective=args.objective)
+    if reflow_rounds and not (hasattr(recipe, "reflows") and recipe.reflows(model)):
+        raise UsageError(f"--reflow is used by flow matching (fm, cnf --objective fm), not by family {args.family!r}"
+                         + (f" with --objective {args.objective}" if args.objective else ""))
     if args.resume:
         model = _resumed_model(ckpt, model, args.kind)
     options = recipe.fit_options(dataset, steps=args.steps, batch_size=args.batch_size, lr=args.lr)
@@ -80,6 +87,13 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         **options,
     )
+    if reflow_rounds:
+        print(f"reflow: {reflow_rounds} round(s) on pairs of the trained flow's ODE (rectified flow)", flush=True)
+        model = recipe.reflow(model, dataset, rounds=reflow_rounds, options=options, seed=args.seed, device=device,
+                              progress=not args.no_progress)
+        from probgen.checkpoint import save as save_checkpoint
+
+        save_checkpoint(ckpt, model, extra={"reflow_rounds": reflow_rounds})
     train_seconds = time.perf_counter() - start
 
     model.eval()
@@ -100,6 +114,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "device": device,
         "fit": {k: v for k, v in options.items() if k != "batch_transform"},
+        **({"reflow_rounds": reflow_rounds} if reflow_rounds else {}),
         "train_seconds": round(train_seconds, 3),
         "final_loss": history.losses[-1] if history.losses else None,
         "evaluation": how,

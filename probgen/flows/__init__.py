@@ -15,7 +15,7 @@ from __future__ import annotations
 from probgen.flows.cnf import ODE_METHODS, CNFTransform
 from probgen.flows.flow import FLOW_KINDS, Flow, flow_options
 from probgen.flows.made import MADE, MaskedLinear
-from probgen.flows.matching import FlowMatching, ot_coupling
+from probgen.flows.matching import FlowMatching, ot_coupling, reflow, straightness
 from probgen.flows.multiscale import ImageFlow
 from probgen.flows.transforms import ActNorm, AffineAutoregressive, InvertiblePlanar, InvertibleRadial, Permutation
 
@@ -26,6 +26,8 @@ __all__ = [
     "CNFTransform",
     "FlowMatching",
     "ot_coupling",
+    "reflow",
+    "straightness",
     "ODE_METHODS",
     "ActNorm",
     "Permutation",

@@ -120,9 +120,11 @@ class ODESolver:
 class _Field(nn.Module):
     """``d(x[, ℓ])/dt`` for torchdiffeq; an ``nn.Module`` so that ``odeint_adjoint`` accepts it."""
 
-    def __init__(self, velocity: Velocity, t_lo: float, t_hi: float, trace: str | None, probes: Tensor | None):
+    def __init__(self, velocity: Velocity, t_lo: float, t_hi: float, trace: str | None, probes: Tensor | None,
+                 shape: torch.Size | None = None):
         super().__init__()
         self.velocity = velocity
+        self.shape = shape  # of x in the flat (x, ℓ) state
         self.t_lo, self.t_hi = t_lo, t_hi
         self.trace = trace
         self.probes = probes
@@ -137,10 +139,28 @@ class _Field(nn.Module):
         self.nfe += 1
         if self.trace is None:
             return self.velocity(state, self._time(t, state))
-        x = state[0]
+        # the augmented state is one flat tensor [x.flatten(), ℓ] (see _flat_state): torchdiffeq then skips its
+        # tuple wrapper (a split and a cat of the whole state per evaluation, a norm per tuple entry per step)
+        x = state[: -self.shape[0]].view(self.shape)
         time = self._time(t, x)
-        return divergence(lambda y: self.velocity(y, time), x, method=self.trace, probes=self.probes,
-                          create_graph=torch.is_grad_enabled())
+        v, div = divergence(lambda y: self.velocity(y, time), x, method=self.trace, probes=self.probes,
+                            create_graph=torch.is_grad_enabled())
+        return torch.cat((v.reshape(-1), div))
+
+
+def _flat_state(x: Tensor) -> Tensor:
+    """``[x.flatten(), 0_B]``: the ``(x, ℓ)`` state of :func:`odeint_logdet` as one tensor."""
+    return torch.cat((x.reshape(-1), x.new_zeros(x.shape[0])))
+
+
+def _mixed_norm(batch: int) -> Callable[[Tensor], Tensor]:
+    """torchdiffeq's error norm of a ``(x, ℓ)`` tuple on the flat state: ``max(rms(x part), rms(ℓ part))``, so the
+    log-determinant keeps its own error control (an RMS over both would dilute its ``B`` entries by ``B·D``)."""
+
+    def norm(e: Tensor) -> Tensor:
+        return torch.maximum(e[:-batch].pow(2).mean().sqrt(), e[-batch:].pow(2).mean().sqrt())
+
+    return norm
 
 
 def owner_params(velocity: Velocity) -> tuple[Tensor, ...]:
@@ -182,7 +202,7 @@ def odeint_velocity(
         >>> round(float(xs[-1, 0, 0]), 4), nfe
         (0.3679, 16)
     """
-    field = _Field(velocity, min(t0, t1), max(t0, t1), None, None)
+    field = _Field(velocity, min(t0, t1), max(t0, t1), None, None)  # state: x itself
     ts = torch.linspace(t0, t1, num_outputs, dtype=x.dtype, device=x.device)
     xs = odeint(field, x, ts, **solver.kwargs(span=abs(t1 - t0), end=ts[-1]))
     return xs, field.nfe
@@ -263,14 +283,18 @@ def odeint_logdet(
         probes = None
         if trace == "hutchinson":
             probes = sample_probes(chunk, num_probes=num_probes, noise=noise, generator=generator)
-        field = _Field(velocity, min(t0, t1), max(t0, t1), trace, probes)
-        state = (chunk, chunk.new_zeros(chunk.shape[0]))
+        field = _Field(velocity, min(t0, t1), max(t0, t1), trace, probes, chunk.shape)
+        b = chunk.shape[0]
+        opts = dict(kwargs)
+        if solver.adaptive:
+            opts["options"] = {**opts["options"], "norm": _mixed_norm(b)}
         if adjoint:
-            xs, ls = odeint_adjoint(field, state, times, adjoint_params=adjoint_params, **kwargs)
+            # the backward solve's norm wraps the state norm above (torchdiffeq's default adjoint norm)
+            states = odeint_adjoint(field, _flat_state(chunk), times, adjoint_params=adjoint_params, **opts)
         else:
-            xs, ls = odeint(field, state, times, **kwargs)
-        ends.append(xs[-1])
-        logdets.append(ls[-1])
+            states = odeint(field, _flat_state(chunk), times, **opts)
+        ends.append(states[-1, :-b].view(chunk.shape))
+        logdets.append(states[-1, -b:])
         nfe += field.nfe
     if len(ends) == 1:
         return ends[0], logdets[0], nfe
