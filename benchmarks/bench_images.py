@@ -286,7 +286,7 @@ def section_vae(args: argparse.Namespace) -> list[str]:
 
 
 def _net_brief(model) -> str:
-    options = getattr(model, "_net_options", None) or {}
+    options = model.config().get("net_options") or {}
     return ", ".join(f"{k} {options[k]}" for k in ("base_channels", "channel_mults", "embed_dim") if k in options)
 
 
