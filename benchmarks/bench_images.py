@@ -227,7 +227,8 @@ def _trained(args: argparse.Namespace, family: str, dataset):
     model = pg.load(args.from_run, map_location=args.device)
     recipe = registry.recipe_for(model)
     if recipe.name != family:
-        raise SystemExit(f"--from-run {args.from_run}: a {recipe.name!r} run, section {args.section!r} needs {family!r}")
+        raise SystemExit(f"--from-run {args.from_run}: a {recipe.name!r} run; section {args.section!r} "
+                         f"needs a {family!r} run")
     return recipe, model, {**summary["fit"], "seed": summary.get("seed")}, float(summary["train_seconds"])
 
 
@@ -245,6 +246,7 @@ def section_vae(args: argparse.Namespace) -> list[str]:
     dev = torch.device(args.device)
     ds = pg.data.load_dataset("mnist-binary", data_dir=args.data_dir)
     recipe, model, opts, t_train = _trained(args, "vae", ds)
+    budget = _budget(opts, t_train, opts.get("seed", args.seed))
     model.eval()
     n = _eval_size(args, "num-test")
     x = ds.test[:n].to(dev)  # the fixed Bernoulli draw of load_dataset("mnist-binary")
@@ -269,7 +271,7 @@ def section_vae(args: argparse.Namespace) -> list[str]:
     return [
         f"{recipe.describe(model)}, {_num_params(model):,} parameters "
         f"(`probgen fit vae --data mnist-binary`'s model{', full-size options' if _full(args) else ''}); "
-        f"dynamically binarized MNIST (a fresh Bernoulli draw of every batch), {_budget(opts, t_train, opts.get('seed', args.seed))}; "
+        f"dynamically binarized MNIST (a fresh Bernoulli draw of every batch), {budget}; "
         f"device {args.device}, {torch.get_num_threads()} thread(s).",
         f"Test: the first {n} images of the fixed binarized test split (`load_dataset(\"mnist-binary\")`, seed 0).",
         "",
@@ -294,6 +296,7 @@ def section_ddpm(args: argparse.Namespace) -> list[str]:
     dev = torch.device(args.device)
     ds = pg.data.load_dataset("mnist", data_dir=args.data_dir)
     recipe, model, opts, t_train = _trained(args, "ddpm", ds)
+    budget = _budget(opts, t_train, opts.get("seed", args.seed))
     model.eval()
     n, n_ode = _eval_size(args, "num-test"), _eval_size(args, "num-ode")
     trace = "exact" if _full(args) else "hutchinson"
@@ -321,7 +324,7 @@ def section_ddpm(args: argparse.Namespace) -> list[str]:
     return [
         f"{recipe.describe(model)}, U-Net {_net_brief(model)}, {_num_params(model):,} parameters "
         f"(`probgen fit ddpm --data mnist`'s model{', full-size options' if _full(args) else ''}); "
-        f"MNIST levels scaled to [-1, 1], discretized decoder over 256 levels; {_budget(opts, t_train, opts.get('seed', args.seed))}; "
+        f"MNIST levels scaled to [-1, 1], discretized decoder over 256 levels; {budget}; "
         f"device {args.device}, {torch.get_num_threads()} thread(s). EMA weights for evaluation.",
         "",
         "| quantity | bits/dim | test images | wall time |",
@@ -339,6 +342,7 @@ def section_flow(args: argparse.Namespace) -> list[str]:
     dev = torch.device(args.device)
     ds = pg.data.load_dataset("mnist", data_dir=args.data_dir)
     recipe, model, opts, t_train = _trained(args, "flow", ds)
+    budget = _budget(opts, t_train, opts.get("seed", args.seed))
     model.eval()
     n = _eval_size(args, "num-test")
     z = pg.data.dequantize_scaled(ds.test[:n], num_levels=256, data_range=ds.data_range,
@@ -353,7 +357,7 @@ def section_flow(args: argparse.Namespace) -> list[str]:
         f"{recipe.describe(model)}: `ImageFlow` {getattr(model, 'num_scales', '?')} scales, "
         f"{_num_params(model):,} parameters (`probgen fit flow --data mnist`'s model"
         f"{', full-size options' if _full(args) else ''}); uniformly dequantized MNIST (fresh noise every batch); "
-        f"{_budget(opts, t_train, opts.get('seed', args.seed))}; device {args.device}, {torch.get_num_threads()} thread(s).",
+        f"{budget}; device {args.device}, {torch.get_num_threads()} thread(s).",
         "",
         "| quantity | value | test images | wall time |",
         "|---|---|---|---|",
