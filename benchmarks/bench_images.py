@@ -239,7 +239,8 @@ def _budget(opts: dict, seconds: float, seed: int) -> str:
 
 
 def _num_params(model) -> int:
-    return sum(p.numel() for p in model.parameters())
+    """Trainable parameters (an EMA copy of the weights is not counted, as ``probgen fit`` prints)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 def section_vae(args: argparse.Namespace) -> list[str]:
