@@ -202,7 +202,9 @@ def _recipe_model(args: argparse.Namespace, family: str, dataset):
 def _train(args: argparse.Namespace, recipe, model, dataset) -> tuple[dict, float]:
     """``probgen.fit`` with the recipe's options (CPU) or the full-size budget (cuda); ``--steps``,
     ``--batch-size``, ``--lr`` override. Returns the options used and the training wall time."""
-    opts = recipe.fit_options(dataset, **({} if not _full(args) else FULL_SIZE[args.section]["fit"]))
+    opts = recipe.fit_options(dataset)
+    if _full(args):
+        opts.update(FULL_SIZE[args.section]["fit"])
     for key in ("steps", "batch_size", "lr"):
         if getattr(args, key) is not None:
             opts[key] = getattr(args, key)
