@@ -39,7 +39,7 @@ TABULAR_FLOW_FIT = {"epochs": 75, "max_steps": 3000, "batch_size": 256, "lr": 2e
 
 #: the flow fitted to images (grayscale and colour rows) by default: a multi-scale coupling flow
 #: (:class:`probgen.flows.ImageFlow`: checkerboard couplings, squeeze, channel couplings, factor-out), the CPU
-#: settings measured in docs/flows.md ("images") and benchmarks/bench_image_models.py; ``num_scales`` is
+#: settings measured in docs/flows.md ("images") and benchmarks/bench_images.py; ``num_scales`` is
 #: lowered for images whose sides are not divisible by 4
 IMAGE_FLOW = {"num_scales": 2, "num_couplings": 2, "hidden": 32, "num_blocks": 0}
 #: test images scored by default for an image flow (one pass per image, but 10,000 MNIST images on 2 CPU
