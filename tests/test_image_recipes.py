@@ -64,6 +64,21 @@ def test_ddpm_image_rows_use_the_unet():
     assert any(isinstance(m, UNet) for m in model.modules())
 
 
+def test_ddpm_recipe_samples_quantized_data_inside_its_range():
+    # an untrained ε-network: without clamping x̂_0 to data_range, ancestral/DDIM samples leave [-1, 1]
+    recipe, data = registry.recipe("ddpm"), _images((1, 8, 8), data_range=(-1.0, 1.0))
+    torch.manual_seed(0)
+    model = recipe.build(data)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p))
+    for opts in ({"method": "ddim", "steps": 5}, {"method": "ddim", "steps": 3, "eta": 1.0}):
+        x = recipe.sample(model, 4, **opts)
+        assert float(x.min()) >= -1.0 and float(x.max()) <= 1.0
+    unclipped = model.sample(4, method="ddim", steps=5)
+    assert float(unclipped.abs().max()) > 1.0  # the check above could fail
+
+
 def test_image_flow_rows_report_bits_per_dim_by_the_one_convention():
     """The image flow's bits/dim is probgen.data.bits_per_dim of its log-density at the dequantized points."""
     from probgen.data import bits_per_dim, dequantize_scaled

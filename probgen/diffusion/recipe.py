@@ -174,6 +174,11 @@ class DDPMRecipe(Recipe):
             opts = {**opts, "method": "ddim", "steps": opts.get("steps") or LARGE_IMAGE["sample_steps"]}
         if opts.get("method") in (None, "ancestral") and opts.get("steps") is not None:
             raise ValueError("--steps applies to --method ddim or dpm-solver; ancestral sampling takes every step")
+        if (getattr(model, "data_levels", None) is not None and opts.get("clip_x0") is None
+                and opts.get("method") in (None, "ancestral", "ddim", "dpm-solver")):
+            # quantized data (images) live in data_range: clamp x̂_0 there at every step, as Ho et al. (2020) do;
+            # an under-trained ε-network's error, times σ at high noise, otherwise throws samples far outside it
+            opts = {**opts, "clip_x0": tuple(model.data_range)}
         with torch.no_grad():
             return model.sample(num_samples, **opts)
 
