@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from probgen.ebm import BernoulliRBM, GaussianBernoulliRBM
-from probgen.ebm.rbm import _binary_states
+from probgen.ebm.rbm_base import binary_states as _binary_states
 
 
 def random_rbm(n_visible: int, n_hidden: int, *, scale: float = 1.0, seed: int = 0, cls=BernoulliRBM, **kw):
