@@ -336,6 +336,8 @@ def test_inverted_bracket_warns(monkeypatch):
 
     monkeypatch.setattr(rbm, "_anneal", shifted)
     with pytest.warns(RuntimeWarning, match="BernoulliRBM.log_likelihood_bracket: the bracket is inverted"):
-        br = rbm.log_likelihood_bracket(v, generator=torch.Generator().manual_seed(0))
-    assert "increase num_steps" in br.warning
+        br = rbm.log_likelihood_bracket(v, max_steps=1000, generator=torch.Generator().manual_seed(0))
+    assert "increase max_steps" in br.warning
     assert br.log_z_upper < br.log_z_lower - 40
+    # an inverted bracket is not "agreement": the schedule grew to max_steps before giving up
+    assert [h[0] for h in br.history] == [500, 1000] and br.num_steps == 1000
