@@ -341,3 +341,46 @@ def test_inverted_bracket_warns(monkeypatch):
     assert br.log_z_upper < br.log_z_lower - 40
     # an inverted bracket is not "agreement": the schedule grew to max_steps before giving up
     assert [h[0] for h in br.history] == [500, 1000] and br.num_steps == 1000
+
+
+def _digits_rbm_64_x_12() -> tuple[BernoulliRBM, torch.Tensor]:
+    """A 64-12 RBM trained by CD-1 on scikit-learn's binarized 8×8 digits (shipped, no download): a model
+    with real structure whose log Z is exact by enumerating the 2^12 hidden states."""
+    from sklearn.datasets import load_digits
+
+    x = (torch.tensor(load_digits().data) > 7).double()
+    torch.manual_seed(0)
+    rbm = BernoulliRBM(64, 12).double()
+    opt = torch.optim.SGD(rbm.parameters(), lr=0.1, momentum=0.9)
+    for _ in range(15):
+        for batch in x[torch.randperm(len(x))].split(50):
+            opt.zero_grad()
+            rbm.loss(batch).backward()
+            opt.step()
+    return rbm.eval(), x
+
+
+def test_default_bracket_contains_exact_log_z_on_a_trained_rbm():
+    """The bracket with every default (base from the saved data statistics, K from ais_defaults, reverse
+    AIS from the forward particles): no warning, narrower than the 1-nat tolerance, and it contains the
+    exact log Z and the exact test log-likelihood up to 2 standard errors."""
+    rbm, x = _digits_rbm_64_x_12()
+    exact = rbm.log_partition("exact")
+    br = rbm.log_likelihood_bracket(x, generator=torch.Generator().manual_seed(0))
+    assert br.warning is None, br.warning
+    assert br.num_steps == rbm.ais_defaults()[1] and len(br.history) == 1
+    assert 0 <= (br.log_z_upper - br.log_z_lower).item() < 1.0
+    assert br.log_z_lower - 2 * br.lower_stderr <= exact <= br.log_z_upper + 2 * br.upper_stderr, (
+        br.log_z_lower.item(), exact.item(), br.log_z_upper.item())
+    ll = (-rbm.free_energy(x) - exact).mean()
+    assert br.log_likelihood_lower.mean() - 2 * br.upper_stderr <= ll <= br.log_likelihood_upper.mean() + 2 * br.lower_stderr
+
+
+def test_too_short_schedule_warns_with_the_width():
+    """One temperature (plain importance sampling) and no room to grow (num_steps given, max_steps not): the
+    bracket stays wide and the call says so, with its width."""
+    rbm, x = _digits_rbm_64_x_12()
+    with pytest.warns(RuntimeWarning, match=r"log_likelihood_bracket: .*the bracket on log Z is [0-9.]+ nats wide"):
+        br = rbm.log_likelihood_bracket(x, num_steps=1, generator=torch.Generator().manual_seed(0))
+    width = (br.log_z_upper - br.log_z_lower).item()
+    assert width > 1.0 and f"{width:.2f} nats wide" in br.warning and br.num_steps == 1
