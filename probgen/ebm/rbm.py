@@ -35,13 +35,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from probgen.ebm.gaussian_rbm import GaussianBernoulliRBM
-from probgen.ebm.rbm_ais import LOG_PARTITION_METHODS, MAX_ENUMERATION_UNITS, LogLikelihoodBracket
+from probgen.ebm.rbm_ais import LOG_PARTITION_METHODS, MAX_ENUMERATION_UNITS, LogLikelihoodBracket, LogPartitionBracket
 from probgen.ebm.rbm_base import RBM_OBJECTIVES, BinaryIndependent, RBMBase, enumerate_logsumexp
 
 __all__ = [
     "BernoulliRBM",
     "GaussianBernoulliRBM",
     "LogLikelihoodBracket",
+    "LogPartitionBracket",
     "RBM_OBJECTIVES",
     "LOG_PARTITION_METHODS",
     "MAX_ENUMERATION_UNITS",

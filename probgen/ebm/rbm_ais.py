@@ -19,7 +19,13 @@ from torch import Tensor
 
 from probgen._checks import check_choice, check_int, check_positive, check_tensor
 
-__all__ = ["RBMPartition", "LogLikelihoodBracket", "LOG_PARTITION_METHODS", "MAX_ENUMERATION_UNITS"]
+__all__ = [
+    "RBMPartition",
+    "LogLikelihoodBracket",
+    "LogPartitionBracket",
+    "LOG_PARTITION_METHODS",
+    "MAX_ENUMERATION_UNITS",
+]
 
 LOG_PARTITION_METHODS = ("exact", "ais")
 #: default largest layer that ``log_partition(method="exact")`` enumerates (2**20 states)
@@ -54,6 +60,19 @@ class LogLikelihoodBracket(NamedTuple):
     num_steps: int | None = None
     history: tuple = ()
 
+
+
+class LogPartitionBracket(NamedTuple):
+    """What :meth:`BernoulliRBM.log_partition_bracket` returns (nats, 0-dim tensors unless noted): the
+    fields of :class:`LogLikelihoodBracket` that do not depend on test points."""
+
+    log_z_lower: Tensor
+    log_z_upper: Tensor
+    lower_stderr: Tensor
+    upper_stderr: Tensor
+    warning: str | None = None
+    num_steps: int | None = None
+    history: tuple = ()
 
 
 class RBMPartition:
@@ -331,10 +350,68 @@ class RBMPartition:
             >>> bool(br.log_z_lower - 2 * br.lower_stderr <= exact <= br.log_z_upper + 2 * br.upper_stderr)
             True
         """
-        from probgen.infer.ais_weights import bidirectional_upper
-
         v = self._flat(v)
         upper = check_choice("upper", upper, ("reverse", "raise"))
+        if num_raise_points is not None:
+            num_raise_points = check_int("num_raise_points", num_raise_points, minimum=1)
+        r = check_int("num_raise_samples", num_raise_samples, minimum=1)
+        raise_base = check_choice("raise_base", raise_base, ("model", "same"))
+        with torch.no_grad():
+            neg_f = -self._free_energy(v)
+        opts = {"num_chains": num_chains, "num_steps": num_steps, "tolerance": tolerance, "max_steps": max_steps,
+                "data": data, "base_visible_bias": base_visible_bias, "generator": generator}
+        if upper == "reverse":
+            br = self._bracket(None, **opts)
+        else:
+            br = self._bracket(lambda setup: self._raise_upper(v, neg_f, setup, num_raise_points, r, raise_base,
+                                                               generator), **opts)
+        if br.warning is not None and warn:
+            warnings.warn(br.warning, RuntimeWarning, stacklevel=2)
+        return LogLikelihoodBracket(
+            log_z_lower=br.log_z_lower, log_z_upper=br.log_z_upper, lower_stderr=br.lower_stderr,
+            upper_stderr=br.upper_stderr, log_likelihood_lower=neg_f - br.log_z_upper,
+            log_likelihood_upper=neg_f - br.log_z_lower, warning=br.warning, num_steps=br.num_steps,
+            history=br.history,
+        )
+
+    def log_partition_bracket(
+        self,
+        *,
+        num_chains: int | None = None,
+        num_steps: int | None = None,
+        tolerance: float = 1.0,
+        max_steps: int | None = None,
+        data: Tensor | None = None,
+        base_visible_bias: Tensor | None = None,
+        generator: torch.Generator | None = None,
+        warn: bool = True,
+    ) -> LogPartitionBracket:
+        r"""The bracket on ``log Z`` of :meth:`log_likelihood_bracket` (``upper="reverse"``) alone: forward
+        AIS below, reverse AIS from its particles above, the schedule doubled until they agree within
+        ``tolerance`` nats or ``max_steps`` is reached. Arguments as :meth:`log_likelihood_bracket`.
+
+        Example:
+            >>> from probgen.ebm import BernoulliRBM
+            >>> _ = torch.manual_seed(0)
+            >>> rbm = BernoulliRBM(6, 4, init_std=1.0).double()
+            >>> br = rbm.log_partition_bracket(generator=torch.Generator().manual_seed(0))
+            >>> exact = rbm.log_partition("exact")
+            >>> bool(br.log_z_lower - 2 * br.lower_stderr <= exact <= br.log_z_upper + 2 * br.upper_stderr)
+            True
+        """
+        br = self._bracket(None, num_chains=num_chains, num_steps=num_steps, tolerance=tolerance,
+                           max_steps=max_steps, data=data, base_visible_bias=base_visible_bias, generator=generator)
+        if br.warning is not None and warn:
+            warnings.warn(br.warning, RuntimeWarning, stacklevel=2)
+        return br
+
+    @torch.no_grad()
+    def _bracket(self, upper_fn, *, num_chains, num_steps, tolerance, max_steps, data, base_visible_bias,
+                 generator) -> LogPartitionBracket:
+        """The doubling loop; ``upper_fn(setup) -> (log Z_up, se)`` or ``None`` for reverse AIS from the
+        forward particles."""
+        from probgen.infer.ais_weights import bidirectional_upper
+
         tolerance = check_positive("tolerance", tolerance)
         default_k = self.ais_defaults()[1]
         k = default_k if num_steps is None else check_int("num_steps", num_steps, minimum=1)
@@ -342,37 +419,29 @@ class RBMPartition:
             max_steps = 8 * k if num_steps is None else k
         else:
             max_steps = check_int("max_steps", max_steps, minimum=k)
-        if num_raise_points is not None:
-            num_raise_points = check_int("num_raise_points", num_raise_points, minimum=1)
-        r = check_int("num_raise_samples", num_raise_samples, minimum=1)
-        raise_base = check_choice("raise_base", raise_base, ("model", "same"))
         history = []
-        with torch.no_grad():
-            neg_f = -self._free_energy(v)
-            while True:
-                setup = self._ais_setup(num_chains, k, "linear", data, base_visible_bias, generator)
-                res = self._run_ais(None, None, None, None, None, generator, False, setup=setup)
-                if upper == "reverse":
-                    _, betas, base_bias, log_z0, _ = setup
-                    log_w_rev, _ = self._anneal(res.samples, betas, base_bias, reverse=True, generator=generator)
-                    log_z_upper, upper_se = bidirectional_upper(res.log_weights, log_z0 + log_w_rev)
-                else:
-                    log_z_upper, upper_se = self._raise_upper(v, neg_f, setup, num_raise_points, r, raise_base,
-                                                              generator)
-                history.append((k, float(res.log_z), float(log_z_upper)))
-                width = float(log_z_upper - res.log_z)
-                if (abs(width) <= tolerance and res.warning is None) or 2 * k > max_steps:
-                    break
-                k *= 2
+        while True:
+            setup = self._ais_setup(num_chains, k, "linear", data, base_visible_bias, generator)
+            res = self._run_ais(None, None, None, None, None, generator, False, setup=setup)
+            if upper_fn is None:
+                _, betas, base_bias, log_z0, _ = setup
+                log_w_rev, _ = self._anneal(res.samples, betas, base_bias, reverse=True, generator=generator)
+                log_z_upper, upper_se = bidirectional_upper(res.log_weights, log_z0 + log_w_rev)
+            else:
+                log_z_upper, upper_se = upper_fn(setup)
+            history.append((k, float(res.log_z), float(log_z_upper)))
+            width = float(log_z_upper - res.log_z)
+            if (abs(width) <= tolerance and res.warning is None) or 2 * k > max_steps:
+                break
+            k *= 2
         messages = [] if res.warning is None else [res.warning]
-        name = f"{type(self).__name__}.log_likelihood_bracket"
         if float(res.log_z - 3 * res.stderr - (log_z_upper + 3 * upper_se)) > 0:
             messages.append(
                 f"the bracket is inverted — the upper end {float(log_z_upper):.3f} ± {float(upper_se):.3f} is "
                 f"below the lower end {float(res.log_z):.3f} ± {float(res.stderr):.3f} after {k} temperatures, "
                 f"so it is not an upper bound"
-                + (" (RAISE bounds the annealed model, not the RBM; use upper='reverse' or a longer schedule)"
-                   if upper == "raise" else "; increase max_steps or num_chains")
+                + ("; increase max_steps or num_chains" if upper_fn is None else
+                   " (RAISE bounds the annealed model, not the RBM; use upper='reverse' or increase max_steps)")
             )
         elif width > tolerance:
             messages.append(
@@ -380,14 +449,9 @@ class RBMPartition:
                 f"after {k} temperatures (tolerance {tolerance:g}, max_steps {max_steps}): the log-likelihood "
                 f"is only known to within {width:.2f} nats; increase max_steps or num_chains"
             )
-        message = None if not messages else f"{name}: " + "; ".join(messages)
-        if message is not None and warn:
-            warnings.warn(message, RuntimeWarning, stacklevel=2)
-        return LogLikelihoodBracket(
-            log_z_lower=res.log_z, log_z_upper=log_z_upper, lower_stderr=res.stderr, upper_stderr=upper_se,
-            log_likelihood_lower=neg_f - log_z_upper, log_likelihood_upper=neg_f - res.log_z,
-            warning=message, num_steps=k, history=tuple(history),
-        )
+        message = None if not messages else f"{type(self).__name__}.log_likelihood_bracket: " + "; ".join(messages)
+        return LogPartitionBracket(log_z_lower=res.log_z, log_z_upper=log_z_upper, lower_stderr=res.stderr,
+                                   upper_stderr=upper_se, warning=message, num_steps=k, history=tuple(history))
 
     def _raise_upper(self, v: Tensor, neg_f: Tensor, setup: tuple, num_points: int | None, r: int, raise_base: str,
                      generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
