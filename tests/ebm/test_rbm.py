@@ -7,6 +7,7 @@ autograd gradient of ``mean_b log p(v_b)`` with the enumerated (differentiable) 
 
 from __future__ import annotations
 
+import functools
 import math
 
 import pytest
@@ -361,6 +362,7 @@ def test_inverted_bracket_warns(monkeypatch):
     assert [h[0] for h in br.history] == [500, 1000] and br.num_steps == 1000
 
 
+@functools.lru_cache(maxsize=1)
 def _digits_rbm_64_x_12() -> tuple[BernoulliRBM, torch.Tensor]:
     """A 64-12 RBM trained by CD-1 on scikit-learn's binarized 8×8 digits (shipped, no download): a model
     with real structure whose log Z is exact by enumerating the 2^12 hidden states."""
