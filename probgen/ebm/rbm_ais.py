@@ -1,5 +1,6 @@
-r"""The normalizer of an RBM: exact enumeration, AIS (Salakhutdinov & Murray 2008) and the AIS/RAISE
-bracket (Burda, Grosse & Salakhutdinov 2015), as a mixin of :class:`probgen.ebm.rbm_base.RBMBase`.
+r"""The normalizer of an RBM: exact enumeration, AIS (Salakhutdinov & Murray 2008) and the bracket on
+``log Z`` — forward AIS below, reverse AIS from its particles above (Grosse, Ghahramani & Adams 2015), or
+RAISE (Burda, Grosse & Salakhutdinov 2015) on request — as a mixin of :class:`probgen.ebm.rbm_base.RBMBase`.
 
 The annealing is in closed form for the RBM: the intermediate RBMs ``E_β(v, h) = (1-β) E_A(v) + β E(v, h)``
 from the base ``p_A`` (zero weights, visible biases ``b_A``) have exact block-Gibbs sweeps and closed-form
@@ -232,7 +233,7 @@ class RBMPartition:
         clipped to [500, 20000], ``N = K/5`` clipped to [100, 400]). **Honesty**: when the weights are degenerate
         (:func:`probgen.infer.ais_reliability`: ESS below 10 % of the chains) the call issues a
         ``RuntimeWarning`` saying the standard error does not cover the real error. For a two-sided
-        check use :meth:`log_likelihood_bracket` (AIS and RAISE).
+        check use :meth:`log_likelihood_bracket` (forward and reverse AIS).
 
         Args:
             method: ``"exact"`` or ``"ais"``.
@@ -302,18 +303,19 @@ class RBMPartition:
           hence ``-F(v) - log Ẑ`` is a stochastic **upper** bound on ``log p(v)``.
         * **Upper end** (``upper="reverse"``, the default): reverse AIS from the forward run's final
           particles down the same schedule to the same base — bidirectional Monte Carlo (Grosse,
-          Ghahramani & Adams 2015; :func:`probgen.infer.ais_weights.bidirectional_upper`). Started from
-          exact samples of the RBM, ``1/r`` is unbiased for ``1/Z`` and ``-log mean(1/r)`` is a stochastic
-          upper bound on ``log Z``; the weighted forward particles stand in for those samples.
+          Ghahramani & Adams 2015; :func:`probgen.infer.ais_weights.bidirectional_upper`): the
+          forward-weighted mean of the reverse log weights ``log r``. A reverse chain from ``x`` has
+          ``E[log r(x)] ≥ -F(x) - log p_ann(x)``; averaged over the RBM's own samples, which the weighted
+          forward particles stand for, that is ``log Z + KL(p ‖ p_ann) ≥ log Z`` for any schedule.
         * ``upper="raise"``: RAISE (Burda, Grosse & Salakhutdinov 2015) from the first
           ``num_raise_points`` points of ``v``, ``log Z_up = mean_i[-F(v_i) - log p̂(v_i)]``. Its
           ``log p̂(v)`` is a stochastic lower bound on the *annealed model* ``p_ann`` (the law of the
           forward chain's last state), not on the RBM: ``E[log p̂(v)] ≤ log p_ann(v)``, and
           ``log p_ann(v) - log p(v)`` on test points — where a CD-trained RBM puts little mass — is far
           from 0 unless the schedule is very long. Measured on an RBM 784-20 (exact ``log Z`` known), 2016
-          temperatures: from the data-fitted base the RAISE end is 7.7 nats *below* ``log Z`` (an inverted
-          bracket), from the model's own marginals (``raise_base="model"``) 6.2 nats above; the reverse end
-          from the forward particles is 0.15 above (docs/ebm.md).
+          temperatures: from the data-fitted base the RAISE end is 7.9 nats *below* ``log Z`` (an inverted
+          bracket), from the model's own marginals (``raise_base="model"``) 6.3 nats above; the reverse end
+          from the forward particles is 0.47 above (benchmarks/RESULTS_images.md).
 
         **Schedule**: ``K`` starts at ``num_steps`` (default :meth:`ais_defaults`) and doubles, each
         round a fresh forward and reverse run, until the ends are within ``tolerance`` nats and the
