@@ -402,14 +402,15 @@ class RBMPartition:
             True
         """
         br = self._bracket(None, num_chains=num_chains, num_steps=num_steps, tolerance=tolerance,
-                           max_steps=max_steps, data=data, base_visible_bias=base_visible_bias, generator=generator)
+                           max_steps=max_steps, data=data, base_visible_bias=base_visible_bias, generator=generator,
+                           caller="log_partition_bracket")
         if br.warning is not None and warn:
             warnings.warn(br.warning, RuntimeWarning, stacklevel=2)
         return br
 
     @torch.no_grad()
     def _bracket(self, upper_fn, *, num_chains, num_steps, tolerance, max_steps, data, base_visible_bias,
-                 generator) -> LogPartitionBracket:
+                 generator, caller: str = "log_likelihood_bracket") -> LogPartitionBracket:
         """The doubling loop; ``upper_fn(setup) -> (log Z_up, se)`` or ``None`` for reverse AIS from the
         forward particles."""
         from probgen.infer.ais_weights import bidirectional_upper
@@ -451,7 +452,7 @@ class RBMPartition:
                 f"after {k} temperatures (tolerance {tolerance:g}, max_steps {max_steps}): the log-likelihood "
                 f"is only known to within {width:.2f} nats; increase max_steps or num_chains"
             )
-        message = None if not messages else f"{type(self).__name__}.log_likelihood_bracket: " + "; ".join(messages)
+        message = None if not messages else f"{type(self).__name__}.{caller}: " + "; ".join(messages)
         return LogPartitionBracket(log_z_lower=res.log_z, log_z_upper=log_z_upper, lower_stderr=res.stderr,
                                    upper_stderr=upper_se, warning=message, num_steps=k, history=tuple(history))
 
