@@ -423,15 +423,26 @@ class RBMPartition:
         else:
             max_steps = check_int("max_steps", max_steps, minimum=k)
         history = []
+        # two bases when the RBM saved data statistics and none was given: the data-fitted one (right for a
+        # model whose mass sits near the data) and the model's own Gibbs marginals (right for one whose mass
+        # sits elsewhere, e.g. a CD-trained RBM's noise-like region); the round keeps the run that found
+        # more mass (the higher forward estimate: each is a stochastic lower bound on log Z)
+        model_bias = None
+        if upper_fn is None and data is None and base_visible_bias is None and float(self.data_count) > 0:
+            model_bias = self._bias_from_moments(*self._gibbs_marginals(
+                num_chains or self.ais_defaults()[0], generator))
         while True:
-            setup = self._ais_setup(num_chains, k, "linear", data, base_visible_bias, generator)
-            res = self._run_ais(None, None, None, None, None, generator, False, setup=setup)
-            if upper_fn is None:
-                _, betas, base_bias, log_z0, _ = setup
-                log_w_rev, _ = self._anneal(res.samples, betas, base_bias, reverse=True, generator=generator)
-                log_z_upper, upper_se = bidirectional_upper(res.log_weights, log_z0 + log_w_rev)
-            else:
-                log_z_upper, upper_se = upper_fn(setup)
+            runs = []
+            for bias in (base_visible_bias, model_bias)[: 1 if model_bias is None else 2]:
+                setup = self._ais_setup(num_chains, k, "linear", data, bias, generator)
+                res = self._run_ais(None, None, None, None, None, generator, False, setup=setup)
+                if upper_fn is None:
+                    _, betas, base_bias, log_z0, _ = setup
+                    log_w_rev, _ = self._anneal(res.samples, betas, base_bias, reverse=True, generator=generator)
+                    runs.append((res, *bidirectional_upper(res.log_weights, log_z0 + log_w_rev)))
+                else:
+                    runs.append((res, *upper_fn(setup)))
+            res, log_z_upper, upper_se = max(runs, key=lambda run: float(run[0].log_z))
             history.append((k, float(res.log_z), float(log_z_upper)))
             width = float(log_z_upper - res.log_z)
             if (abs(width) <= tolerance and res.warning is None) or 2 * k > max_steps:
