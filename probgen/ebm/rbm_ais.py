@@ -320,7 +320,7 @@ class RBMPartition:
           from 0 unless the schedule is very long. Measured on an RBM 784-20 (exact ``log Z`` known), 2016
           temperatures: from the data-fitted base the RAISE end is 7.9 nats *below* ``log Z`` (an inverted
           bracket), from the model's own marginals (``raise_base="model"``) 6.3 nats above; the reverse end
-          from the forward particles is 0.47 above (benchmarks/RESULTS_images.md).
+          from the forward particles is 0.35 above (benchmarks/RESULTS_images.md).
 
         **Schedule**: ``K`` starts at ``num_steps`` (default :meth:`ais_defaults`) and doubles, each
         round a fresh forward and reverse run, until the ends are within ``tolerance`` nats and the
