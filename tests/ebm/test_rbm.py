@@ -336,7 +336,7 @@ def test_default_ais_within_tenth_of_a_nat_at_784_x_20():
     exact = rbm.log_partition("exact")
     br = rbm.log_likelihood_bracket(data.double(), generator=torch.Generator().manual_seed(0))
     err = (br.log_z_lower - exact).item()
-    assert br.warning is None and br.lower_stderr.item() < 0.04
+    assert br.warning is None and br.lower_stderr.item() < 0.05
     assert abs(err) < 0.1 and abs(err) < 4 * br.lower_stderr.item(), (err, br.lower_stderr.item())
     assert br.log_z_lower - 3 * br.lower_stderr <= exact <= br.log_z_upper + 3 * br.upper_stderr
     assert (br.log_z_upper - br.log_z_lower).item() < 1.0
