@@ -6,8 +6,9 @@ Sections (``--section``; others may be added):
   CD-1 on binarized MNIST; **exact** ``log Z`` by enumerating the ``2^20`` hidden states against the
   library's default AIS estimate (``rbm.log_partition("ais")`` with no options: base fitted to the data
   statistics the RBM saved while training, schedule from ``ais_defaults()``), the old default (base =
-  the RBM's own visible biases, same schedule), the AIS/RAISE bracket of
-  ``rbm.log_likelihood_bracket`` and the test log-likelihood (exact and bracketed).
+  the RBM's own visible biases, same schedule), the default bracket of ``rbm.log_likelihood_bracket``
+  (forward AIS below, reverse AIS from its particles above, schedule grown until they agree), the RAISE
+  end from test images for comparison, and the test log-likelihood (exact and bracketed).
 
 * ``vae`` — the command line's default conv VAE (``probgen fit vae --data mnist-binary``: the recipe's
   ``grayscale`` row) trained on dynamically binarized MNIST for ``--steps`` steps, then the test NLL by IWAE
@@ -31,8 +32,8 @@ command line's recipe (:mod:`probgen.registry`), so on the CPU it measures exact
 builds; ``--device cuda`` switches to the full-size settings of :data:`FULL_SIZE`. Training budgets are
 steps (the wall time is printed: on a shared machine it varies, the steps do not).
 
-MNIST is read from the raw IDX files (``train-images.idx3-ubyte`` / ``train-images-idx3-ubyte``, or
-``.gz``) in ``--data-dir``; pixels are binarized at 0.5 (``x > 127``), deterministically. Nothing is
+MNIST is read by probgen's own IDX reader (:func:`probgen.data.images.read_image_set`: raw or ``.gz``
+files in ``--data-dir``); pixels are binarized at 0.5 (``x > 127``), deterministically. Nothing is
 downloaded.
 
 Usage::
@@ -46,7 +47,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import math
 import os
@@ -56,7 +56,6 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -69,26 +68,24 @@ SECTIONS = ("rbm", "vae", "ddpm", "flow", "throughput")
 RBM_DEFAULTS = {"batch_size": 100, "lr": 0.05}
 
 
-def read_idx_images(data_dir: str, split: str) -> np.ndarray:
-    """``(N, 784)`` uint8 images of MNIST's ``split`` ("train" or "t10k") from raw or gzipped IDX files."""
-    names = [f"{split}-images{sep}idx3-ubyte{gz}" for sep in (".", "-") for gz in ("", ".gz")]
-    for name in names:
-        path = Path(data_dir) / name
-        if path.exists():
-            raw = (gzip.open if name.endswith(".gz") else open)(path, "rb").read()
-            magic, n, rows, cols = (int.from_bytes(raw[i:i + 4], "big") for i in range(0, 16, 4))
-            if magic != 2051:
-                raise SystemExit(f"{path}: magic number {magic}, expected 2051 (IDX images)")
-            return np.frombuffer(raw, np.uint8, offset=16).reshape(n, rows * cols)
-    raise SystemExit(f"no MNIST {split} images in {data_dir}: expected one of {', '.join(names)} "
-                     f"(the IDX files of http://yann.lecun.com/exdb/mnist/)")
+def read_mnist(data_dir: str) -> dict[str, torch.Tensor]:
+    """MNIST's splits as ``(N, 784)`` uint8 through probgen's own IDX reader (raw or ``.gz``; a missing or
+    corrupt file exits with its one-line message)."""
+    from probgen.data.images import read_image_set
+
+    try:
+        sets = read_image_set("mnist", data_dir=data_dir)
+    except (FileNotFoundError, ValueError) as e:
+        raise SystemExit(str(e)) from None
+    return {split: sets[split].reshape(len(sets[split]), -1) for split in ("train", "test")}
 
 
 def section_rbm(args: argparse.Namespace) -> list[str]:
     torch.manual_seed(args.seed)
     dev = torch.device(args.device)
-    train = torch.tensor(read_idx_images(args.data_dir, "train") > 127, dtype=torch.float32, device=dev)
-    test = torch.tensor(read_idx_images(args.data_dir, "t10k") > 127, dtype=torch.float64, device=dev)
+    mnist = read_mnist(args.data_dir)
+    train = (mnist["train"] > 127).to(device=dev, dtype=torch.float32)
+    test = (mnist["test"] > 127).to(device=dev, dtype=torch.float64)
     rbm = BernoulliRBM(784, args.hidden).to(dev)
     opt = torch.optim.SGD(rbm.parameters(), lr=args.lr, momentum=0.9)
     t0 = time.perf_counter()
@@ -111,10 +108,20 @@ def section_rbm(args: argparse.Namespace) -> list[str]:
                                     warn=False, generator=torch.Generator(dev).manual_seed(1))
     t_old = time.perf_counter() - t0
     t0 = time.perf_counter()
-    br = rbm.log_likelihood_bracket(test, num_raise_points=args.raise_points, num_steps=args.bracket_steps,
-                                    raise_base=args.raise_base, generator=torch.Generator(dev).manual_seed(2))
+    br = rbm.log_likelihood_bracket(test, generator=torch.Generator(dev).manual_seed(2))
     t_br = time.perf_counter() - t0
+    raise_rows = []
+    for base in args.raise_base:
+        t0 = time.perf_counter()
+        rb = rbm.log_likelihood_bracket(test, upper="raise", raise_base=base, num_raise_points=args.raise_points,
+                                        num_steps=args.bracket_steps or k, warn=False,
+                                        generator=torch.Generator(dev).manual_seed(2))
+        raise_rows.append(
+            f"| RAISE end instead (`upper=\"raise\"`, raise_base={base!r}: from the first "
+            f"{min(args.raise_points, len(test))} test images, K = {rb.num_steps}) | {rb.log_z_upper.item():.3f} | "
+            f"{rb.upper_stderr.item():.3f} | {rb.log_z_upper.item() - exact:+.3f} | {time.perf_counter() - t0:.0f} s |")
     neg_f = -rbm.free_energy(test).mean().item()
+    rounds = ", ".join(f"K = {kk}: [{lo:.3f}, {up:.3f}]" for kk, lo, up in br.history)
     rows = [
         f"RBM 784-{args.hidden}, CD-1, {args.epochs} epochs of binarized MNIST (60,000 images, x > 127), "
         f"batch {args.batch_size}, SGD lr {args.lr} momentum 0.9, seed {args.seed}; device {args.device}, "
@@ -127,14 +134,16 @@ def section_rbm(args: argparse.Namespace) -> list[str]:
         f"| {ais.item():.3f} | {ais_se.item():.3f} | {ais.item() - exact:+.3f} | {t_ais:.0f} s |",
         f"| old default: same AIS, base = the RBM's own visible biases | {old.item():.3f} | {old_se.item():.3f} "
         f"| {old.item() - exact:+.3f} | {t_old:.0f} s |",
-        f"| bracket lower end (forward AIS) | {br.log_z_lower.item():.3f} | {br.lower_stderr.item():.3f} "
-        f"| {br.log_z_lower.item() - exact:+.3f} | {t_br:.0f} s (both ends) |",
-        f"| bracket upper end (RAISE on {min(args.raise_points, len(test))} test images, base {args.raise_base!r}"
-        f"{'' if args.bracket_steps is None else f', K = {args.bracket_steps}'}) | "
+        f"| default bracket, lower end (forward AIS, `log_likelihood_bracket(test)`) | {br.log_z_lower.item():.3f} "
+        f"| {br.lower_stderr.item():.3f} | {br.log_z_lower.item() - exact:+.3f} | {t_br:.0f} s (both ends) |",
+        f"| default bracket, upper end (reverse AIS from the forward particles, K = {br.num_steps}) | "
         f"{br.log_z_upper.item():.3f} | {br.upper_stderr.item():.3f} | {br.log_z_upper.item() - exact:+.3f} | |",
+        *raise_rows,
         f"| test log-likelihood, exact (10,000 images, nats) | {neg_f - exact:.3f} | — | — | |",
-        f"| test log-likelihood bracket [RAISE, AIS] | [{br.log_likelihood_lower.mean().item():.3f}, "
+        f"| test log-likelihood, default bracket | [{br.log_likelihood_lower.mean().item():.3f}, "
         f"{br.log_likelihood_upper.mean().item():.3f}] | | | |",
+        "",
+        f"Bracket rounds: {rounds}; warning: {br.warning or 'none'}.",
     ]
     return rows
 
@@ -482,9 +491,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=2, help="throughput: timed runs of each loop")
     p.add_argument("--raise-points", type=int, default=500)
     p.add_argument("--bracket-steps", type=int, default=None,
-                   help="temperatures of the AIS/RAISE bracket (default: rbm.ais_defaults())")
-    p.add_argument("--raise-base", choices=("model", "same"), default="model",
-                   help="RAISE's base: the model's own marginals (default) or the AIS base fitted to the data")
+                   help="temperatures of the RAISE rows (default: rbm.ais_defaults())")
+    p.add_argument("--raise-base", choices=("model", "same"), nargs="*", default=["model", "same"],
+                   help="also report RAISE's end (from test images) with these bases: the model's own marginals, "
+                        "the AIS base fitted to the data (default: both; none: no RAISE rows)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", default=None, help="also append the Markdown table to this file")
     args = p.parse_args(argv)

@@ -114,7 +114,20 @@ def _cmd_nll(args: argparse.Namespace) -> int:
                                      bound=args.bound, num_points=args.num_points)
     print(f"{recipe.describe(model)} on {dataset.name} (test split):")
     _print_table([(name, _fmt(v.get("value"), v.get("stderr"), v.get("unit", "nats"))) for name, v in report.items()])
+    _print_log_z_bracket(getattr(recipe, "log_z_bracket", None))
     return 0
+
+
+def _print_log_z_bracket(br) -> None:
+    """The RBM's bracket on log Z (forward AIS, reverse AIS) and, when it is not to be trusted, why."""
+    if br is None:
+        return
+    width = float(br.log_z_upper - br.log_z_lower)
+    print(f"  log Z in [{float(br.log_z_lower):.3f} ± {float(br.lower_stderr):.3f}, {float(br.log_z_upper):.3f} ± "
+          f"{float(br.upper_stderr):.3f}] (width {width:.2f} nats, {br.num_steps} temperatures); the test NLL lies "
+          f"between the two NLL rows above")
+    if br.warning is not None:
+        print(f"  WARNING: {br.warning}")
 
 
 def _evaluate_with_progress(recipe, model, dataset, *, progress: bool, **options) -> dict[str, dict]:

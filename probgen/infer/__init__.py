@@ -15,7 +15,8 @@
 
 Modules: ``langevin`` (the Pyro kernels), ``transitions`` (batched ULA/MALA/HMC steps), ``chains``
 (the batched driver), ``pyro_model`` (a Pyro model as a batched potential), ``adaptation`` (dual
-averaging, Stan's windows), ``targets`` (benchmark potentials), ``ais`` (AIS and RAISE), ``posterior`` (conditioning).
+averaging, Stan's windows), ``targets`` (benchmark potentials), ``ais`` (forward AIS; re-exports
+``ais_schedules``, ``ais_weights`` and ``ais_reverse`` — RAISE), ``posterior`` (conditioning).
 """
 
 from __future__ import annotations

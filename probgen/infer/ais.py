@@ -13,14 +13,8 @@ with ``x₀ ~ p₀`` and, for ``k = 1..K``, the weight update then one MCMC tran
 .. math:: \log w \mathrel{+}= (\beta_k - \beta_{k-1})\,[\log\gamma(x_{k-1}) - \log p_0(x_{k-1})],
           \qquad x_k \sim T_k(\cdot \mid x_{k-1}).
 
-Each ``w`` is an unbiased estimate of ``Z``; the estimate is ``log Ẑ = logmeanexp(log w)``. Its
-standard error by the delta method, on the weights normalised by their maximum
-(``w̃ = exp(log w - max log w)``, which leaves the ratio unchanged), is
-
-.. math:: \operatorname{se}(\log\hat Z) \approx \frac{\operatorname{sd}(\tilde w)}{\sqrt{N}\,
-          \overline{\tilde w}},
-
-and the effective sample size of the weights is ``ESS = (Σ w)² / Σ w²``.
+Each ``w`` is an unbiased estimate of ``Z``; the estimate is ``log Ẑ = logmeanexp(log w)``, with the
+delta-method standard error and the effective sample size of :mod:`probgen.infer.ais_weights`.
 
 The transitions are the batched MALA / HMC / ULA steps of :mod:`probgen.infer.batched` (shared
 code), on the potential ``U_β = -log π_β``. The weights stay unbiased only if the transition used at
@@ -30,6 +24,10 @@ a per-temperature step-size schedule ``h_1..h_K`` is tuned first on an independe
 (``log h ← log h + ½ (mean acceptance - δ)`` over the pilot population, after each transition) and then
 frozen for the main run, whose particles are fresh draws from ``p₀``. ULA does not leave ``π_β``
 invariant, so with ``kernel="ula"`` the estimate carries an ``O(h)`` bias.
+
+Modules: this one (forward AIS; it re-exports the names below), :mod:`probgen.infer.ais_schedules`
+(β and step-size schedules), :mod:`probgen.infer.ais_weights` (log-weight summary and reliability
+rule), :mod:`probgen.infer.ais_reverse` (RAISE).
 """
 
 from __future__ import annotations
@@ -46,15 +44,17 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from probgen._checks import (
-    check_choice_or_callable,
-    check_int,
-    check_positive,
-    check_probability,
-    check_tensor,
+from probgen._checks import check_choice_or_callable, check_int, check_probability, check_tensor
+from probgen.infer.ais_reverse import RAISEResult, reverse_ais
+from probgen.infer.ais_schedules import SCHEDULES, ais_schedule, check_betas, step_size_schedule
+from probgen.infer.ais_weights import (
+    MIN_ESS_FRACTION,
+    ais_reliability,
+    base_log_prob,
+    checked_log_target,
+    log_weight_summary,
 )
-from probgen.infer.transitions import KERNELS, ChainState, StepResult, hmc_step, init_state
-from probgen.ops.shapes import batch_sum
+from probgen.infer.transitions import KERNELS, ChainState, StepResult, hmc_step
 
 __all__ = [
     "annealed_importance_sampling",
@@ -66,63 +66,11 @@ __all__ = [
     "ais_reliability",
     "log_weight_summary",
     "SCHEDULES",
+    "MIN_ESS_FRACTION",
 ]
 
-SCHEDULES = ("linear", "geometric", "sigmoidal")
 _DEFAULT_TARGET = {"mala": 0.574, "hmc": 0.8}
 _PILOT_GAIN = 0.5  # log step size change per unit of (mean acceptance - target) in the pilot run
-
-
-def ais_schedule(name: str, num_steps: int, *, dtype: torch.dtype = torch.float64,
-                 device: torch.device | str | None = None, geometric_start: float = 1e-4,
-                 sigmoid_scale: float = 4.0) -> Tensor:
-    """Inverse temperatures ``β_0 = 0 < β_1 < ... < β_K = 1`` (``K = num_steps``), shape ``(K + 1,)``.
-
-    * ``"linear"``: ``β_k = k / K``;
-    * ``"geometric"``: ``β_k = β_min^{(K - k) / (K - 1)}`` for ``k ≥ 1`` (``β_1 = β_min =
-      geometric_start``), and ``β_0 = 0``; spends more steps near the base;
-    * ``"sigmoidal"`` (Grosse, Maddison & Salakhutdinov, 2013): ``β̃_k = σ(s (2k/K - 1))``, rescaled
-      to ``β_k = (β̃_k - β̃_0) / (β̃_K - β̃_0)`` (``s = sigmoid_scale``).
-
-    Example:
-        >>> ais_schedule("linear", 4).tolist()
-        [0.0, 0.25, 0.5, 0.75, 1.0]
-    """
-    name = check_choice_or_callable("betas", name, SCHEDULES)
-    num_steps = check_int("num_steps", num_steps, minimum=1)
-    k = torch.arange(num_steps + 1, dtype=dtype, device=device)
-    if name == "linear":
-        betas = k / num_steps
-    elif name == "geometric":
-        if num_steps == 1:
-            betas = k.clone()
-        else:
-            lo = math.log(check_probability("geometric_start", geometric_start, open_low=True, open_high=True))
-            betas = torch.exp(lo * (num_steps - k) / (num_steps - 1))
-            betas[0] = 0.0
-    else:
-        s = torch.sigmoid(sigmoid_scale * (2.0 * k / num_steps - 1.0))
-        betas = (s - s[0]) / (s[-1] - s[0])
-    betas[-1] = 1.0
-    return betas
-
-
-def check_betas(betas: Tensor) -> Tensor:
-    """Validate an AIS schedule: 1-D, at least 2 entries, ``0 = β_0 < ... < β_K = 1``; returns it."""
-    check_tensor("betas", betas, ndim=1)
-    if betas.numel() < 2:
-        raise ValueError(f"betas must have at least 2 entries (0 and 1), got {betas.numel()}")
-    if float(betas[0]) != 0.0 or float(betas[-1]) != 1.0:
-        raise ValueError(
-            f"betas must start at 0 and end at 1, got {float(betas[0]):g} ... {float(betas[-1]):g}"
-        )
-    if bool((betas[1:] <= betas[:-1]).any()):
-        i = int((betas[1:] <= betas[:-1]).nonzero()[0, 0])
-        raise ValueError(
-            f"betas must be strictly increasing, got betas[{i}]={float(betas[i]):g} >= "
-            f"betas[{i + 1}]={float(betas[i + 1]):g}"
-        )
-    return betas
 
 
 @dataclass
@@ -153,64 +101,6 @@ class AISResult:
     step_sizes: Tensor | None = None
     warning: str | None = None
 
-
-def _base_log_prob(base: Any, x: Tensor) -> Tensor:
-    lp = base.log_prob(x)
-    return lp if lp.dim() == 1 else batch_sum(lp)
-
-
-def log_weight_summary(log_weights: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """``(log Ẑ, stderr, ESS)`` from log weights ``(N,)``; see the module docstring for the formulas.
-
-    Example:
-        >>> lz, se, ess = log_weight_summary(torch.zeros(10))
-        >>> lz.item(), se.item(), ess.item()
-        (0.0, 0.0, 10.0)
-    """
-    n = log_weights.shape[0]
-    log_z = torch.logsumexp(log_weights, 0) - math.log(n)
-    w = torch.exp(log_weights - log_weights.max())
-    stderr = w.std(unbiased=True) / (math.sqrt(n) * w.mean()) if n > 1 else torch.full_like(log_z, math.inf)
-    ess = w.sum() ** 2 / (w**2).sum()
-    return log_z, stderr, ess
-
-
-#: the weights are declared unreliable when their ESS is below this fraction of the particles
-MIN_ESS_FRACTION = 0.1
-
-
-def ais_reliability(log_weights: Tensor, *, min_ess_fraction: float = MIN_ESS_FRACTION) -> str | None:
-    r"""``None`` when the AIS standard error can be trusted, else a message saying why it cannot.
-
-    The delta-method standard error is itself estimated from the weights; it covers the real error
-    only when the weights are not dominated by a few particles. For log-normal weights with
-    ``sd(log w) = s`` the effective sample size is ``ESS ≈ N e^{-s²}``; below ``ESS = 0.1 N``
-    (``s ≳ 1.5``) the largest weight has typically not been seen yet and ``log Ẑ`` is biased low by an
-    unknown amount (Neal 2001, §6; Salakhutdinov & Murray 2008). The rule: unreliable when
-    ``N < 2``, any log weight is not finite, or ``ESS < max(min_ess_fraction · N, 2)``.
-
-    Example:
-        >>> ais_reliability(torch.zeros(100)) is None
-        True
-        >>> ais_reliability(torch.tensor([0.0, -30.0, -30.0, -30.0])) is not None
-        True
-    """
-    n = log_weights.shape[0]
-    if n < 2:
-        return f"AIS used {n} particle: no standard error"
-    if not bool(torch.isfinite(log_weights).all()):
-        return "AIS produced non-finite log weights"
-    _, _, ess = log_weight_summary(log_weights)
-    ess = float(ess)
-    if ess < max(min_ess_fraction * n, 2.0):
-        sd = float(log_weights.std())
-        return (
-            f"AIS estimate is unreliable: the effective sample size of the weights is {ess:.1f} of {n} "
-            f"particles (sd of log weights {sd:.2f}); the reported standard error does not cover the real "
-            f"error and log Z is likely underestimated. Use more intermediate distributions (num_steps), "
-            f"more particles (num_chains) or a base distribution closer to the target"
-        )
-    return None
 
 
 def annealed_importance_sampling(
@@ -310,14 +200,10 @@ def annealed_importance_sampling(
     state_shape = x.shape
 
     def base_lp(z: Tensor) -> Tensor:
-        return _base_log_prob(base, z[:, 0] if event_unsqueezed else z)
+        return base_log_prob(base, z[:, 0] if event_unsqueezed else z)
 
     def target_lp(z: Tensor) -> Tensor:
-        out = log_target(z[:, 0] if event_unsqueezed else z)
-        if not isinstance(out, Tensor) or tuple(out.shape) != (z.shape[0],):
-            got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
-            raise ValueError(f"log_target must return a tensor of shape ({z.shape[0]},), got {got}")
-        return out
+        return checked_log_target(log_target, z[:, 0] if event_unsqueezed else z)
 
     if isinstance(betas, str):
         betas = ais_schedule(betas, num_steps, **opts)
@@ -325,18 +211,8 @@ def annealed_importance_sampling(
         betas = check_betas(betas).to(**opts)
     num_levels = betas.shape[0] - 1
 
-    if isinstance(step_size, Tensor) and step_size.numel() > 1:
-        check_tensor("step_size", step_size, ndim=1)
-        if step_size.shape[0] != num_levels or bool((step_size <= 0).any()):
-            raise ValueError(
-                f"step_size must be a positive number or a positive per-temperature schedule of shape "
-                f"({num_levels},), got shape {tuple(step_size.shape)}"
-            )
-        schedule: Tensor | None = step_size.detach().to(**opts)
-        initial_step = float(schedule[0])
-    else:
-        initial_step = check_positive("step_size", step_size)
-        schedule = None
+    schedule = step_size_schedule(step_size, num_levels, **opts)
+    initial_step = float(schedule[0]) if schedule is not None else float(step_size)
     if num_pilot_chains is None:
         num_pilot_chains = min(num_chains, max(64, num_chains // 4))
     num_pilot_chains = check_int("num_pilot_chains", num_pilot_chains, minimum=1)
@@ -426,169 +302,6 @@ def annealed_importance_sampling(
                      betas=betas, accept_rate=accept_rate, step_sizes=used if step_fn is not None else None,
                      warning=message)
 
-
-@dataclass
-class RAISEResult:
-    """Output of :func:`reverse_ais`.
-
-    Attributes:
-        log_prob: ``(B,)`` ``log p̂(x_b) = log mean_m p̂_m(x_b)``, per point a stochastic lower bound on
-            the log density of the *annealed model* (see :func:`reverse_ais`).
-        log_weights: ``(B, M)`` reverse log weights ``log w_rev`` of each chain; ``log p̂_m(x_b) =
-            log γ(x_b) - log w_rev[b, m]``.
-        betas: ``(K + 1,)`` the schedule used.
-        accept_rate: ``(K,)`` mean acceptance probability at each temperature (ones for a callable).
-    """
-
-    log_prob: Tensor
-    log_weights: Tensor
-    betas: Tensor
-    accept_rate: Tensor
-
-
-def reverse_ais(
-    log_target: Callable[[Tensor], Tensor],
-    base: Any,
-    x: Tensor,
-    *,
-    kernel: str | Callable[..., Tensor],
-    num_steps: int = 1000,
-    betas: str | Tensor = "linear",
-    step_size: float | Tensor = 0.1,
-    num_leapfrog: int = 5,
-    num_mcmc_steps: int = 1,
-    num_samples: int = 1,
-    generator: torch.Generator | None = None,
-) -> RAISEResult:
-    r"""Reverse AIS (RAISE; Burda, Grosse & Salakhutdinov 2015): a stochastic lower bound on ``log p(x)``.
-
-    With ``f_k(x) = p₀(x)^{1-β_k} γ(x)^{β_k}`` and reversible transitions ``T_k`` (each leaves ``f_k``
-    invariant and satisfies detailed balance), forward AIS defines the *annealed model*
-    ``p_ann(x_K) = Σ p₀(x_0) Π_k T_k(x_k | x_{k-1})``, the law of its final particle. RAISE starts at the
-    data point ``x_K = x``, runs the chain *down* the schedule, ``x_{k-1} ~ T_k(· | x_k)`` for
-    ``k = K..1``, and returns
-
-    .. math:: \log\hat p(x) = \log\gamma(x) - \sum_{k=1}^{K} (\beta_k - \beta_{k-1})\,
-              [\log\gamma(x_{k-1}) - \log p_0(x_{k-1})],
-
-    an unbiased estimate ``E[p̂(x)] = p_ann(x)`` (importance sampling of the forward chain's path with
-    the reverse chain as proposal). Hence, exactly: ``E[log p̂(x)] ≤ log p_ann(x)`` and
-    ``P(log p̂(x) > log p_ann(x) + t) ≤ e^{-t}`` — a stochastic **lower bound on the annealed model's
-    log-likelihood**, not on ``log p(x) = log γ(x) - log Z`` itself; ``p_ann → p`` as the annealing gets
-    slower, and in practice RAISE errs on the low side (Burda et al. 2015). With forward AIS, which is a
-    stochastic lower bound on ``log Z`` and so an *upper* bound on ``log p(x)``, it brackets the
-    log-likelihood. ``num_samples`` chains per point average ``p̂`` (``log mean exp``).
-
-    Args:
-        log_target: ``log γ: (N, *event) -> (N,)`` as for :func:`annealed_importance_sampling`.
-        base: the normalised base ``p₀`` (``log_prob`` only is used).
-        x: ``(B, *event)`` the points to score (e.g. test data).
-        kernel: a reversible transition: ``"mala"``, ``"hmc"`` (with a fixed ``step_size``, e.g.
-            ``AISResult.step_sizes`` of a forward run on the same schedule) or a callable
-            ``transition(x, potential_fn, beta, *, generator) -> x_new`` that satisfies detailed balance
-            for ``exp(-potential_fn)`` (e.g. Gibbs + Metropolis–Hastings). ``"ula"`` is refused.
-        num_steps, betas, num_leapfrog, num_mcmc_steps, generator: as :func:`annealed_importance_sampling`.
-        step_size: a number or a per-temperature schedule ``(K,)`` (never adapted: adaptation on the
-            chain's own states breaks the unbiasedness).
-        num_samples: reverse chains per point ``M``.
-
-    Returns:
-        :class:`RAISEResult`.
-
-    Reference: Burda, Grosse & Salakhutdinov (2015), "Accurate and conservative estimates of MRF
-    log-likelihood using reverse annealing", AISTATS, arXiv:1412.8566.
-
-    Example:
-        >>> import torch.distributions as td
-        >>> log_target = lambda x: -0.5 * ((x - 1.0) ** 2).sum(-1)   # p = N(1, I), log Z = log 2π
-        >>> x = torch.zeros(3, 2, dtype=torch.float64)
-        >>> res = reverse_ais(log_target, td.Normal(torch.zeros(2, dtype=torch.float64), 2.0), x,
-        ...                   kernel="mala", step_size=0.3, num_steps=200, num_samples=20,
-        ...                   generator=torch.Generator().manual_seed(0))
-        >>> exact = td.Normal(torch.ones(2, dtype=torch.float64), 1.0).log_prob(x).sum(-1)
-        >>> bool(((res.log_prob - exact).abs() < 0.1).all())
-        True
-    """
-    if not callable(log_target):
-        raise TypeError(f"log_target must be callable, got {type(log_target).__name__}")
-    if not callable(getattr(base, "log_prob", None)):
-        raise TypeError(f"base must be a distribution with log_prob, got {type(base).__name__}")
-    kernel = check_choice_or_callable("kernel", kernel, ("mala", "hmc"))
-    check_tensor("x", x, min_ndim=1)
-    num_samples = check_int("num_samples", num_samples, minimum=1)
-    num_mcmc_steps = check_int("num_mcmc_steps", num_mcmc_steps, minimum=1)
-    num_leapfrog = check_int("num_leapfrog", num_leapfrog, minimum=1)
-    b = x.shape[0]
-    unsqueezed = x.dim() == 1
-    z = (x[:, None] if unsqueezed else x).detach()
-    z = z.repeat_interleave(num_samples, 0)
-    opts = {"dtype": z.dtype, "device": z.device}
-    n = z.shape[0]
-
-    def strip(u: Tensor) -> Tensor:
-        return u[:, 0] if unsqueezed else u
-
-    def base_lp(u: Tensor) -> Tensor:
-        return _base_log_prob(base, strip(u))
-
-    def target_lp(u: Tensor) -> Tensor:
-        out = log_target(strip(u))
-        if not isinstance(out, Tensor) or tuple(out.shape) != (u.shape[0],):
-            got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
-            raise ValueError(f"log_target must return a tensor of shape ({u.shape[0]},), got {got}")
-        return out
-
-    betas = ais_schedule(betas, num_steps, **opts) if isinstance(betas, str) else check_betas(betas).to(**opts)
-    num_levels = betas.shape[0] - 1
-    if isinstance(step_size, Tensor) and step_size.numel() > 1:
-        check_tensor("step_size", step_size, ndim=1)
-        if step_size.shape[0] != num_levels or bool((step_size <= 0).any()):
-            raise ValueError(
-                f"step_size must be a positive number or a positive per-temperature schedule of shape "
-                f"({num_levels},), got shape {tuple(step_size.shape)}"
-            )
-        steps = step_size.detach().to(**opts)
-    else:
-        steps = torch.full((num_levels,), check_positive("step_size", step_size), **opts)
-    step_fn = None
-    if kernel == "hmc":
-        step_fn = partial(hmc_step, num_leapfrog=num_leapfrog)
-    elif kernel == "mala":
-        step_fn = KERNELS["mala"]
-
-    with torch.no_grad():
-        log_gamma_x = target_lp(z)
-    log_w = torch.zeros(n, **opts)
-    accept_rate = torch.ones(num_levels, **opts)
-    inverse_mass_matrix = torch.ones(z.shape[1:], **opts)
-    for k in range(num_levels, 0, -1):
-        beta = betas[k]
-
-        def potential(u: Tensor, beta: Tensor = beta) -> Tensor:
-            return -((1.0 - beta) * base_lp(u) + beta * target_lp(u))
-
-        if step_fn is None:
-            with torch.no_grad():
-                for _ in range(num_mcmc_steps):
-                    z = kernel(z, potential, beta, generator=generator)
-                    if not isinstance(z, Tensor) or z.shape != (n, *z.shape[1:]):
-                        raise ValueError("kernel must return a tensor of the shape of its input")
-                    z = z.detach()
-        else:
-            state = init_state(potential, z)
-            acc = torch.zeros(n, **opts)
-            for _ in range(num_mcmc_steps):
-                res = step_fn(potential, state, steps[k - 1].expand(n), inverse_mass_matrix, generator=generator)
-                state = res.state
-                acc = acc + res.accept_prob / num_mcmc_steps
-            z = state.x.detach()
-            accept_rate[k - 1] = acc.mean()
-        with torch.no_grad():
-            log_w = log_w + (beta - betas[k - 1]) * (target_lp(z) - base_lp(z))
-    log_p = (log_gamma_x - log_w).reshape(b, num_samples)
-    log_prob = torch.logsumexp(log_p, 1) - math.log(num_samples)
-    return RAISEResult(log_prob=log_prob.detach(), log_weights=log_w.reshape(b, num_samples).detach(),
-                       betas=betas, accept_rate=accept_rate)
 
 
 def ais(*args: Any, **kwargs: Any) -> AISResult:

@@ -7,13 +7,14 @@ autograd gradient of ``mean_b log p(v_b)`` with the enumerated (differentiable) 
 
 from __future__ import annotations
 
+import functools
 import math
 
 import pytest
 import torch
 
 from probgen.ebm import BernoulliRBM, GaussianBernoulliRBM
-from probgen.ebm.rbm import _binary_states
+from probgen.ebm.rbm_base import binary_states as _binary_states
 
 
 def random_rbm(n_visible: int, n_hidden: int, *, scale: float = 1.0, seed: int = 0, cls=BernoulliRBM, **kw):
@@ -194,6 +195,13 @@ def test_bad_inputs():
         GaussianBernoulliRBM(3, 25).log_partition("exact")
     with pytest.raises(ValueError, match="sigma must be > 0"):
         GaussianBernoulliRBM(3, 2, sigma=0.0)
+    v = torch.zeros(2, 64)
+    with pytest.raises(ValueError, match="unknown upper 'exact'; valid choices: 'reverse', 'raise'"):
+        rbm.log_likelihood_bracket(v, upper="exact")
+    with pytest.raises(ValueError, match="tolerance must be > 0"):
+        rbm.log_likelihood_bracket(v, tolerance=0.0)
+    with pytest.raises(ValueError, match="max_steps must be >= 100"):
+        rbm.log_likelihood_bracket(v, num_steps=100, max_steps=50)
 
 
 # ---- AIS defaults, data statistics, RAISE bracket -------------------------------------------------
@@ -269,6 +277,17 @@ def test_bracket_contains_exact_log_z_and_log_likelihood():
             & (lp <= br.log_likelihood_upper + 3 * br.lower_stderr)).all()
 
 
+def test_raise_upper_end_contains_log_z_on_model_samples():
+    """upper="raise" (RAISE from the points, towards the model's own marginals) on points sampled from the
+    RBM itself, where the annealed model and the RBM agree: the bracket contains the exact log Z."""
+    rbm = random_rbm(12, 10, scale=0.6, seed=1)
+    v = rbm.sample(200, gibbs_steps=100, generator=torch.Generator().manual_seed(1))
+    exact = rbm.log_partition("exact")
+    br = rbm.log_likelihood_bracket(v, upper="raise", num_raise_points=100, generator=torch.Generator().manual_seed(2))
+    assert br.warning is None and br.num_steps == 500
+    assert br.log_z_lower - 3 * br.lower_stderr <= exact <= br.log_z_upper + 3 * br.upper_stderr
+
+
 def test_gaussian_rbm_default_ais_and_bracket():
     rbm = random_rbm(6, 5, scale=0.4, seed=2, cls=GaussianBernoulliRBM, sigma=0.8)
     v = rbm.sample(100, gibbs_steps=100, generator=torch.Generator().manual_seed(1))
@@ -301,8 +320,8 @@ def test_default_ais_within_tenth_of_a_nat_at_784_x_20():
     """Salakhutdinov & Murray-style check at scale: a 784-visible, 20-hidden RBM trained briefly by CD-1
     on binarized 28×28 digits; exact log Z by enumerating the 2^20 hidden states; the default AIS (base
     from the data statistics the RBM saved while training) within 0.1 nats and 4 standard errors; the
-    AIS/RAISE bracket (RAISE from the model's own marginals) contains the exact value up to 3 standard
-    errors."""
+    default bracket (forward AIS, reverse AIS from its particles) contains the exact value up to 3
+    standard errors and is narrower than its 1-nat tolerance."""
     torch.manual_seed(0)
     data = _digits_28x28_binary()
     rbm = BernoulliRBM(784, 20)
@@ -315,12 +334,12 @@ def test_default_ais_within_tenth_of_a_nat_at_784_x_20():
     rbm = rbm.double().eval()
     assert float(rbm.data_count) == 10 * len(data)
     exact = rbm.log_partition("exact")
-    br = rbm.log_likelihood_bracket(data.double(), num_raise_points=100, generator=torch.Generator().manual_seed(0))
+    br = rbm.log_likelihood_bracket(data.double(), generator=torch.Generator().manual_seed(0))
     err = (br.log_z_lower - exact).item()
-    assert br.warning is None and br.lower_stderr.item() < 0.04
+    assert br.warning is None and br.lower_stderr.item() < 0.05
     assert abs(err) < 0.1 and abs(err) < 4 * br.lower_stderr.item(), (err, br.lower_stderr.item())
     assert br.log_z_lower - 3 * br.lower_stderr <= exact <= br.log_z_upper + 3 * br.upper_stderr
-
+    assert (br.log_z_upper - br.log_z_lower).item() < 1.0
 
 
 def test_inverted_bracket_warns(monkeypatch):
@@ -336,6 +355,53 @@ def test_inverted_bracket_warns(monkeypatch):
 
     monkeypatch.setattr(rbm, "_anneal", shifted)
     with pytest.warns(RuntimeWarning, match="BernoulliRBM.log_likelihood_bracket: the bracket is inverted"):
-        br = rbm.log_likelihood_bracket(v, generator=torch.Generator().manual_seed(0))
-    assert "increase num_steps" in br.warning
+        br = rbm.log_likelihood_bracket(v, max_steps=1000, generator=torch.Generator().manual_seed(0))
+    assert "increase max_steps" in br.warning
     assert br.log_z_upper < br.log_z_lower - 40
+    # an inverted bracket is not "agreement": the schedule grew to max_steps before giving up
+    assert [h[0] for h in br.history] == [500, 1000] and br.num_steps == 1000
+
+
+@functools.lru_cache(maxsize=1)
+def _digits_rbm_64_x_12() -> tuple[BernoulliRBM, torch.Tensor]:
+    """A 64-12 RBM trained by CD-1 on scikit-learn's binarized 8×8 digits (shipped, no download): a model
+    with real structure whose log Z is exact by enumerating the 2^12 hidden states."""
+    from sklearn.datasets import load_digits
+
+    x = (torch.tensor(load_digits().data) > 7).double()
+    torch.manual_seed(0)
+    rbm = BernoulliRBM(64, 12).double()
+    opt = torch.optim.SGD(rbm.parameters(), lr=0.1, momentum=0.9)
+    for _ in range(15):
+        for batch in x[torch.randperm(len(x))].split(50):
+            opt.zero_grad()
+            rbm.loss(batch).backward()
+            opt.step()
+    return rbm.eval(), x
+
+
+def test_default_bracket_contains_exact_log_z_on_a_trained_rbm():
+    """The bracket with every default (base from the saved data statistics, K from ais_defaults, reverse
+    AIS from the forward particles): no warning, narrower than the 1-nat tolerance, and it contains the
+    exact log Z and the exact test log-likelihood up to 2 standard errors."""
+    rbm, x = _digits_rbm_64_x_12()
+    exact = rbm.log_partition("exact")
+    br = rbm.log_likelihood_bracket(x, generator=torch.Generator().manual_seed(0))
+    assert br.warning is None, br.warning
+    assert br.num_steps == rbm.ais_defaults()[1] and len(br.history) == 1
+    # the ends agree to within the noise (each end is stochastic: they may cross by a standard error or two)
+    assert -2 * (br.lower_stderr + br.upper_stderr) <= br.log_z_upper - br.log_z_lower < 1.0
+    assert br.log_z_lower - 2 * br.lower_stderr <= exact <= br.log_z_upper + 2 * br.upper_stderr, (
+        br.log_z_lower.item(), exact.item(), br.log_z_upper.item())
+    ll = (-rbm.free_energy(x) - exact).mean()
+    assert br.log_likelihood_lower.mean() - 2 * br.upper_stderr <= ll <= br.log_likelihood_upper.mean() + 2 * br.lower_stderr
+
+
+def test_too_short_schedule_warns_with_the_width():
+    """One temperature (plain importance sampling) and no room to grow (num_steps given, max_steps not): the
+    bracket stays wide and the call says so, with its width."""
+    rbm, x = _digits_rbm_64_x_12()
+    with pytest.warns(RuntimeWarning, match=r"log_likelihood_bracket: .*the bracket on log Z is [0-9.]+ nats wide"):
+        br = rbm.log_likelihood_bracket(x, num_steps=1, generator=torch.Generator().manual_seed(0))
+    width = (br.log_z_upper - br.log_z_lower).item()
+    assert width > 1.0 and f"{width:.2f} nats wide" in br.warning and br.num_steps == 1
