@@ -158,6 +158,9 @@ def _mixed_norm(batch: int) -> Callable[[Tensor], Tensor]:
     log-determinant keeps its own error control (an RMS over both would dilute its ``B`` entries by ``B·D``)."""
 
     def norm(e: Tensor) -> Tensor:
+        # detached: step-size control carries no gradient (at a zero error, sqrt's backward would give NaN to a
+        # differentiable log_prob, e.g. NUTS started at the mean of a Gaussian prior)
+        e = e.detach()
         return torch.maximum(e[:-batch].pow(2).mean().sqrt(), e[-batch:].pow(2).mean().sqrt())
 
     return norm
