@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from probgen._checks import check_bool, check_choice, check_int, check_probability
+from probgen._checks import check_bool, check_choice, check_int, check_probability, check_shape_arg
 from probgen.nn.ema import ema_update
 from probgen.protocol import ModelDistribution
 
@@ -49,16 +49,7 @@ _IMAGE_SIZES = (8, 28, 32)
 
 def _check_shape_tuple(event_shape: Any) -> tuple[int, ...]:
     """``event_shape`` as a tuple of positive ints (an int ``D`` means ``(D,)``)."""
-    if isinstance(event_shape, int) and not isinstance(event_shape, bool):
-        event_shape = (event_shape,)
-    if isinstance(event_shape, torch.Size):
-        event_shape = tuple(event_shape)
-    if not isinstance(event_shape, (tuple, list)) or not event_shape or not all(
-        isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in event_shape
-    ):
-        raise ValueError(f"event_shape must be a non-empty tuple of positive integers, e.g. (2,) or (1, 8, 8), "
-                         f"got {event_shape!r}")
-    return tuple(event_shape)
+    return check_shape_arg("event_shape", event_shape)
 
 
 def _check_ema_decay(ema_decay: Any) -> float | None:

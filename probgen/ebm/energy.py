@@ -34,6 +34,7 @@ from probgen._checks import (
     check_int,
     check_nonnegative,
     check_positive,
+    check_shape_arg,
     check_probability,
 )
 from probgen.ebm.objectives import ReplayBuffer, contrastive_divergence_loss, fit_gaussian, nce_loss
@@ -73,11 +74,7 @@ def _as_event_shape(dim: Any, event_shape: Any) -> tuple[int, ...]:
         raise ValueError(f"EBM takes exactly one of dim (vector data) or event_shape (e.g. (1, 8, 8)), got {got}")
     if dim is not None:
         return (check_int("dim", dim, minimum=1),)
-    if isinstance(event_shape, int) and not isinstance(event_shape, bool):
-        event_shape = (event_shape,)
-    if not isinstance(event_shape, Sequence) or isinstance(event_shape, str) or len(event_shape) == 0:
-        raise TypeError(f"event_shape must be a non-empty sequence of ints, got {event_shape!r}")
-    return tuple(check_int(f"event_shape[{i}]", s, minimum=1) for i, s in enumerate(event_shape))
+    return check_shape_arg("event_shape", event_shape)
 
 
 class EBM(nn.Module):

@@ -34,7 +34,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from probgen._checks import check_bool, check_choice, check_event_shape, check_events, check_int, check_output_shape, check_tensor
+from probgen._checks import check_bool, check_choice, check_event_shape, check_events, check_int, check_output_shape, check_shape_arg, check_tensor
 from probgen.ops.ode import ODE_METHODS, ODESolver, odeint_logdet, odeint_velocity
 from probgen.ops.shapes import append_dims, batch_sum, event_numel
 from probgen.protocol import ModelDistribution
@@ -141,12 +141,7 @@ class FlowMatching(nn.Module):
     def __init__(self, event_shape: int | Sequence[int], net: nn.Module | None = None, *, path: str = "linear",
                  coupling: str = "independent", net_options: Mapping[str, Any] | None = None) -> None:
         super().__init__()
-        if isinstance(event_shape, int) and not isinstance(event_shape, bool):
-            event_shape = (event_shape,)
-        if not isinstance(event_shape, (tuple, list, torch.Size)) or not event_shape or not all(
-                isinstance(s, int) and s >= 1 for s in event_shape):
-            raise ValueError(f"event_shape must be a non-empty tuple of positive integers, got {event_shape!r}")
-        self.event_shape = tuple(event_shape)
+        self.event_shape = check_shape_arg("event_shape", event_shape)
         self.path_name = check_choice("path", path, tuple(PATHS))
         self.path = PATHS[path]()
         self.coupling = check_choice("coupling", coupling, COUPLINGS)

@@ -34,7 +34,7 @@ import pyro.distributions as dist
 import torch
 from torch import Tensor
 
-from probgen._checks import check_choice, check_int, check_positive, check_tensor
+from probgen._checks import check_choice, check_int, check_positive, check_shape_arg, check_tensor
 
 __all__ = [
     "LinearOperator",
@@ -51,12 +51,7 @@ __all__ = [
 
 
 def _event(event_shape: Any) -> tuple[int, ...]:
-    if isinstance(event_shape, int) and not isinstance(event_shape, bool):
-        event_shape = (event_shape,)
-    if not isinstance(event_shape, (tuple, list, torch.Size)) or not event_shape or not all(
-            isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in event_shape):
-        raise ValueError(f"event_shape must be a non-empty tuple of positive integers, got {event_shape!r}")
-    return tuple(event_shape)
+    return check_shape_arg("event_shape", event_shape)
 
 
 class OperatorSVD:
