@@ -10,8 +10,8 @@
   dimension, Theis et al. 2016);
 * ``"latent"`` — for VAEs, reconstruction MSE/PSNR/SSIM and, with labels, clustering scores of the
   posterior means (homogeneity, completeness, V-measure);
-* ``"feature"`` — for 8×8 digits, FID, KID and the Inception-style score on the shipped digits classifier's
-  features (:func:`probgen.metrics.digits_features`).
+* ``"feature"`` — for 8×8 digits and 28×28 MNIST-like images, FID, KID and the Inception-style score on the
+  shipped classifiers' features (:func:`probgen.metrics.digits_features`, :func:`probgen.metrics.mnist_features`).
 
 What each metric sees and misses is in ``docs/evaluation.md``: likelihoods punish missing modes (mode
 covering), sample metrics such as precision punish samples off the data (mode seeking); look at both.
@@ -27,7 +27,7 @@ from torch import Tensor
 
 from probgen._checks import check_int
 
-__all__ = ["evaluate", "sample_metrics", "compare_figure"]
+__all__ = ["evaluate", "sample_metrics", "compare_figure", "has_image_features", "FEATURE_MAPS"]
 
 
 def _entry(value: float, *, stderr: float | None = None, unit: str = "", kind: str = "sample") -> dict[str, Any]:
@@ -41,14 +41,28 @@ def _repeat(fn, num_repeats: int) -> tuple[float, float]:
     return float(values.mean()), se
 
 
+#: event shape -> (name, features, class probabilities) of the shipped classifier whose features FID/KID use
+FEATURE_MAPS: dict[tuple[int, ...], tuple[str, str, str]] = {
+    (1, 8, 8): ("digits", "digits_features", "digits_probs"),
+    (1, 28, 28): ("MNIST", "mnist_features", "mnist_probs"),
+}
+
+
+def has_image_features(event_shape: Any) -> bool:
+    """Whether a shipped classifier gives FID/KID features for events of this shape (8×8 or 28×28 grey)."""
+    return tuple(event_shape) in FEATURE_MAPS
+
+
 def sample_metrics(samples: Tensor, test: Tensor, *, reference: Tensor | None = None, image_features: bool = False,
-                   num_repeats: int = 3, seed: int = 0) -> dict[str, dict[str, Any]]:
+                   data_range: tuple[float, float] = (-1.0, 1.0), num_repeats: int = 3,
+                   seed: int = 0) -> dict[str, dict[str, Any]]:
     """Two-sample metrics between model ``samples`` and held-out ``test`` data, both ``(N, *event)``.
 
     ``reference`` (e.g. training data, same size as ``test``) gives the data-vs-data noise floor of MMD², the
-    value a perfect model would reach with these sample sizes. With ``image_features`` (8×8 digits) the
-    metrics are computed on the shipped classifier's features, and FID, KID and the Inception-style score
-    are added.
+    value a perfect model would reach with these sample sizes. With ``image_features`` (8×8 digits or 28×28
+    MNIST-like images, :data:`FEATURE_MAPS`) the metrics are computed on the shipped classifier's features, and
+    FID, KID and the Inception-style score are added; images in ``data_range`` are mapped to the classifier's
+    ``[-1, 1]`` first (so binarized ``{0, 1}`` data are scored as the grey images they stand for).
     """
     from probgen import metrics
 
@@ -57,16 +71,26 @@ def sample_metrics(samples: Tensor, test: Tensor, *, reference: Tensor | None = 
     g = torch.Generator().manual_seed(seed)
     out: dict[str, dict[str, Any]] = {}
     if image_features:
-        feats_x, feats_y = metrics.digits_features(samples), metrics.digits_features(test)
-        out["FID (digits features)"] = _entry(metrics.frechet_distance(feats_x, feats_y), kind="feature")
+        if tuple(samples.shape[1:]) not in FEATURE_MAPS:
+            raise ValueError(f"image_features needs events of shape {' or '.join(map(str, FEATURE_MAPS))}, "
+                             f"got {tuple(samples.shape[1:])}")
+        label, feature_name, probs_name = FEATURE_MAPS[tuple(samples.shape[1:])]
+        features, probs = getattr(metrics, feature_name), getattr(metrics, probs_name)
+        low, high = float(data_range[0]), float(data_range[1])
+
+        def scaled(x: Tensor) -> Tensor:
+            return (x - low) * (2.0 / (high - low)) - 1.0
+
+        feats_x, feats_y = features(scaled(samples)), features(scaled(test))
+        out[f"FID ({label} features)"] = _entry(metrics.frechet_distance(feats_x, feats_y), kind="feature")
         # subsets of half the sample, so that they differ and their spread estimates the KID's uncertainty
         mean, std = metrics.kid(feats_x, feats_y, num_subsets=50, subset_size=max(2, min(n // 2, 1000)),
                                 generator=g)
-        out["KID (digits features)"] = _entry(mean, stderr=std / math.sqrt(50), kind="feature")
-        is_mean, is_std = metrics.inception_score(metrics.digits_probs(samples), num_splits=5)
+        out[f"KID ({label} features)"] = _entry(mean, stderr=std / math.sqrt(50), kind="feature")
+        is_mean, is_std = metrics.inception_score(probs(scaled(samples)), num_splits=5)
         out["Inception-style score"] = _entry(is_mean, stderr=is_std / math.sqrt(5), kind="feature")
         x, y = feats_x, feats_y
-        ref = None if reference is None else metrics.digits_features(reference[:n].float())
+        ref = None if reference is None else features(scaled(reference[:n].float()))
     else:
         x, y = samples.reshape(n, -1), test.reshape(n, -1)
         ref = None if reference is None else reference[:n].float().reshape(n, -1)
@@ -83,6 +107,11 @@ def sample_metrics(samples: Tensor, test: Tensor, *, reference: Tensor | None = 
         kde = metrics.kde_log_likelihood(x, y, bandwidth="cv")
         out["KDE NLL of test data"] = _entry(-kde.mean(), stderr=kde.std() / math.sqrt(len(kde)), unit="nats")
     return out
+
+
+def _range(dataset) -> tuple[float, float]:
+    data_range = getattr(dataset, "data_range", None)
+    return (-1.0, 1.0) if data_range is None else (float(data_range[0]), float(data_range[1]))
 
 
 def evaluate(model, dataset, *, num_samples: int = 2000, seed: int = 0, likelihood: bool = True,
@@ -116,9 +145,9 @@ def evaluate(model, dataset, *, num_samples: int = 2000, seed: int = 0, likeliho
     torch.manual_seed(seed)
     samples = recipe.sample(model, num_samples, **(sample_opts or {})).detach().cpu()
     samples = samples.reshape(len(samples), *dataset.event_shape)
-    image = tuple(dataset.event_shape) == (1, 8, 8)
     out.update(sample_metrics(samples, dataset.test, reference=dataset.train[: len(dataset.test)],
-                              image_features=image, seed=seed))
+                              image_features=has_image_features(dataset.event_shape),
+                              data_range=_range(dataset), seed=seed))
     return out
 
 

@@ -39,3 +39,20 @@ def test_evaluate_refuses_data_of_another_shape():
     flow = pg.flows.Flow(2, "realnvp")
     with pytest.raises(ValueError, match="has events of shape"):
         evaluate(flow, pg.data.load_dataset("digits"))
+
+
+def test_28x28_images_get_fid_kid_on_the_mnist_classifier_and_their_data_range():
+    from probgen.evaluation import has_image_features, sample_metrics
+
+    g = torch.Generator().manual_seed(0)
+    a = (torch.rand(64, 1, 28, 28, generator=g) > 0.7).float()  # binary images in {0, 1}
+    b = (torch.rand(64, 1, 28, 28, generator=g) > 0.7).float()
+    assert has_image_features((1, 28, 28)) and has_image_features((1, 8, 8)) and not has_image_features((3, 32, 32))
+    binary = sample_metrics(a, b, image_features=True, data_range=(0.0, 1.0))
+    grey = sample_metrics(2 * a - 1, 2 * b - 1, image_features=True)  # the same images in [-1, 1]
+    assert {"FID (MNIST features)", "KID (MNIST features)", "Inception-style score"} <= set(binary)
+    assert binary["FID (MNIST features)"]["value"] == pytest.approx(grey["FID (MNIST features)"]["value"], rel=1e-4)
+    unscaled = sample_metrics(a, b, image_features=True)  # {0, 1} read as if in [-1, 1]: other features
+    assert unscaled["FID (MNIST features)"]["value"] != pytest.approx(binary["FID (MNIST features)"]["value"], rel=1e-2)
+    with pytest.raises(ValueError, match="image_features needs events of shape"):
+        sample_metrics(torch.zeros(8, 3, 32, 32), torch.zeros(8, 3, 32, 32), image_features=True)

@@ -35,12 +35,13 @@ class GANRecipe(Recipe):
         """Sample metrics against the test split (MMD², sliced Wasserstein, precision/recall, KDE)."""
         if trace is not None or bound is not None:
             raise ValueError(f"family {self.name!r} has no likelihood: --trace and --bound do not apply")
-        from probgen.evaluation import sample_metrics
+        from probgen.evaluation import has_image_features, sample_metrics
 
         n = min(len(dataset.test), num_points or 2000)
         samples = self.sample(model, n).detach().cpu().reshape(n, *dataset.event_shape)
-        image = tuple(dataset.event_shape) == (1, 8, 8)
-        return sample_metrics(samples, dataset.test[:n], reference=dataset.train[:n], image_features=image)
+        data_range = tuple(dataset.data_range) if getattr(dataset, "data_range", None) is not None else (-1.0, 1.0)
+        return sample_metrics(samples, dataset.test[:n], reference=dataset.train[:n],
+                              image_features=has_image_features(dataset.event_shape), data_range=data_range)
 
     def describe(self, model) -> str:
         return f"{type(model).__name__} ({model.latent_dim}-d latent)"
