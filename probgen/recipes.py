@@ -133,6 +133,23 @@ class Recipe:
     def check_dataset(self, dataset) -> None:
         """Refuse data the family cannot model, before anything is trained (binary-only families)."""
 
+    #: a family of binary data (RBM, MADE): quantized data (grey images) are binarized dynamically for it
+    binary_data = False
+
+    def prepare_dataset(self, dataset):
+        """``(dataset, note)``: the data as this family models them, and one line saying what changed (or ``None``).
+
+        For a family of binary data, quantized data that are not binary (e.g. ``--data mnist``) become their
+        dynamically binarized copy (:func:`probgen.data.binarized`: a fresh Bernoulli draw of each grey level at
+        every batch, the test split binarized once), as Salakhutdinov & Murray (2008) train RBMs on MNIST.
+        """
+        if not self.binary_data or dataset.num_levels in (None, 2):
+            return dataset, None
+        from probgen.data import binarized
+
+        return binarized(dataset), (f"{self.name} models binary data: {dataset.name!r} ({dataset.num_levels} levels) "
+                                    "is dynamically binarized (each value read as P(1) over its data range)")
+
     def fit_options(self, dataset, *, steps=None, batch_size=None, lr=None) -> dict[str, Any]:
         opts = dict(self.settings_for(dataset)["fit"])
         opts.setdefault("steps", 2000)

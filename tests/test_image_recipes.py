@@ -144,3 +144,30 @@ def test_fit_images_end_to_end_and_read_back(tmp_path, capsys, tiny_mnist, famil
     assert code == 0 and expect in text, err
     code, _, err = _run(capsys, "sample", str(out), "-n", "4")
     assert code == 0, err
+
+
+def test_fit_rbm_on_grey_mnist_binarizes_it_dynamically(tmp_path, capsys, tiny_mnist):
+    out = tmp_path / "rbm"
+    code, text, err = _run(capsys, "fit", "rbm", "--data", "mnist", "--data-dir", str(tiny_mnist), "--steps", "2",
+                           "--batch-size", "8", "--out", str(out), "--no-progress", "--eval", "none")
+    assert code == 0, err
+    assert "rbm models binary data: 'mnist' (256 levels) is dynamically binarized" in text
+    assert (out / "checkpoint.pt").exists()
+    # still refused: real-valued data have no levels to read as probabilities
+    code, _, err = _run(capsys, "fit", "made", "--data", "8gaussians", "--out", str(tmp_path / "x"))
+    assert code == 2 and "binary" in err
+
+
+def test_binarized_reads_levels_as_probabilities():
+    from probgen.data import binarized
+
+    data = _images((1, 8, 8), n=400, levels=5, data_range=(-1.0, 1.0))
+    b = binarized(data)
+    assert b.num_levels == 2 and b.data_range == (0.0, 1.0) and b.batch_transform is not None
+    assert torch.allclose(b.train, (data.train + 1) / 2)  # grey level -> P(1)
+    assert set(b.test.unique().tolist()) <= {0.0, 1.0}
+    # the test split is one Bernoulli draw of those probabilities: its mean within 4 standard errors
+    p = (data.test + 1) / 2
+    se = float((p * (1 - p)).sum().sqrt() / p.numel())
+    assert abs(float(b.test.mean() - p.mean())) < 4 * se
+    assert binarized(b) is b

@@ -53,6 +53,9 @@ def _cmd_fit(args: argparse.Namespace) -> int:
                          "state); rerun with --force")
 
     dataset = load_data(args.data, seed=args.seed, data_dir=args.data_dir)
+    dataset, note = recipe.prepare_dataset(dataset)
+    if note:
+        print(note, flush=True)
     recipe.check_dataset(dataset)
     _check_fit_data(dataset, recipe)
     print(recipe.profile_line(dataset), flush=True)

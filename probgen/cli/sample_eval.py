@@ -106,7 +106,9 @@ def _cmd_nll(args: argparse.Namespace) -> int:
     device = _check_device(args.device)
     model = _load_model(args.dir, device)
     recipe = recipes.for_model(model)
-    dataset = load_data(args.data, seed=args.seed, data_dir=args.data_dir)
+    dataset, note = recipe.prepare_dataset(load_data(args.data, seed=args.seed, data_dir=args.data_dir))
+    if note:
+        print(note, flush=True)
     recipe.check_data(model, dataset)
     torch.manual_seed(args.seed)
     model.eval()
@@ -157,7 +159,9 @@ def _evaluate_dir(path: str, args: argparse.Namespace, dataset, device: str):
     model = _load_model(path, device)
     from probgen import recipes
 
-    recipes.for_model(model).check_data(model, dataset)
+    recipe = recipes.for_model(model)
+    dataset, _ = recipe.prepare_dataset(dataset)  # e.g. grey images, dynamically binarized for an RBM
+    recipe.check_data(model, dataset)
     table = evaluate(model, dataset, num_samples=args.num_samples, seed=args.seed,
                      likelihood=not args.no_likelihood)
     return model, table

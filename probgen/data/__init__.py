@@ -18,7 +18,7 @@ See ``docs/data.md`` for the generators, densities, split and dequantization mat
 
 from __future__ import annotations
 
-from probgen.data.dataset import DATASET_NAMES, TOY2D_RANGE, DataSet, list_datasets, load, load_dataset
+from probgen.data.dataset import DATASET_NAMES, TOY2D_RANGE, DataSet, binarized, list_datasets, load, load_dataset
 from probgen.data.sklearn_digits import DIGITS_NUM_LEVELS, DIGITS_SCALES, DIGITS_SPLIT_SIZES, DIGITS_SPLITS, digits
 from probgen.data.quantize import bits_per_dim, dequantize, dequantize_scaled, dynamic_binarize, to_levels
 from probgen.data.download import DataFetchError, fetch
@@ -63,6 +63,7 @@ __all__ = [
     "to_levels",
     "bits_per_dim",
     "dynamic_binarize",
+    "binarized",
     "FILE_EXTENSIONS",
     "load_file",
     "DATA_DIR_ENV",

@@ -3,6 +3,7 @@ PNG folders) used by the CLI and ``fit``."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import os
@@ -28,7 +29,7 @@ from probgen.data.toy_sets import (
     toy2d_log_prob,
 )
 
-__all__ = ["DataSet", "DATASET_NAMES", "TOY2D_RANGE", "load_dataset", "list_datasets"]
+__all__ = ["DataSet", "DATASET_NAMES", "TOY2D_RANGE", "load_dataset", "list_datasets", "binarized"]
 
 DATASET_NAMES: tuple[str, ...] = (*TOY2D_NAMES, "digits", "digits-binary", *IMAGE_SET_NAMES, "mnist-binary")
 """Built-in names accepted by :func:`load_dataset`."""
@@ -226,6 +227,32 @@ def _load_image_set(name: str, data_dir, n_train: int | None, n_test: int | None
         kind="image",
         batch_transform=dynamic_binarize if binary else None,
     )
+
+
+def binarized(dataset: DataSet, *, seed: int = _BINARY_TEST_SEED) -> DataSet:
+    """The dynamically binarized copy of quantized data (grey images) for models of binary data (RBM, MADE).
+
+    Each value is read as the probability of a 1, ``p = (x - low) / (high - low)`` over ``dataset.data_range``:
+    ``train`` keeps ``p`` and gets :func:`probgen.data.dynamic_binarize` as its ``batch_transform`` (a fresh
+    Bernoulli draw at every batch), ``test`` is binarized once with ``seed`` — what ``load_dataset("mnist-binary")``
+    is for MNIST, for any quantized data. Binary data come back unchanged.
+
+    Example:
+        >>> ds = load_dataset("digits")
+        >>> b = binarized(ds)
+        >>> b.num_levels, b.data_range, float(b.train.min()) >= 0.0, set(b.test.unique().tolist()) <= {0.0, 1.0}
+        (2, (0.0, 1.0), True, True)
+    """
+    if dataset.num_levels == 2:
+        return dataset
+    if dataset.num_levels is None:
+        raise ValueError(f"binarized needs quantized data (levels read as grey values); {dataset.name!r} is continuous")
+    low, high = float(dataset.data_range[0]), float(dataset.data_range[1])
+    train = ((dataset.train - low) / (high - low)).clamp_(0.0, 1.0)
+    test = torch.bernoulli(((dataset.test - low) / (high - low)).clamp_(0.0, 1.0),
+                           generator=torch.Generator().manual_seed(seed))
+    return dataclasses.replace(dataset, name=f"{dataset.name}-binarized", train=train, test=test, num_levels=2,
+                               data_range=(0.0, 1.0), log_prob=None, entropy=None, batch_transform=dynamic_binarize)
 
 
 def _split_rows(data: Tensor, path: Path, seed: int, n_train: int | None, n_test: int | None) -> tuple[Tensor, Tensor]:

@@ -64,6 +64,7 @@ class RBMRecipe(Recipe):
     #: Bernoulli mixture ``bernmix`` of benchmarks/bench_profiles.py (D = 32, N = 5,000): KL 0.85 nats (docs/cli.md)
     _fit = {"fit": {"steps": 1500, "batch_size": 64, "lr": 3e-3}}
     settings = {"default": _fit, "binary": _fit}
+    binary_data = True
     #: the last :class:`probgen.ebm.rbm_ais.LogPartitionBracket` computed by :meth:`log_likelihoods`
     log_z_bracket = None
     _bracket_key = None

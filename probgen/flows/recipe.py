@@ -223,6 +223,7 @@ class MADERecipe(Recipe):
     #: of benchmarks/bench_profiles.py (D = 32, N = 5,000): KL 0.53 nats (docs/cli.md)
     _fit = {"fit": {"steps": 3000, "batch_size": 128, "lr": 1e-3}}
     settings = {"default": _fit, "binary": _fit}
+    binary_data = True
 
     def check_dataset(self, dataset) -> None:
         require_binary(self.name, dataset)
