@@ -29,6 +29,7 @@ __all__ = [
     "check_events",
     "check_shape_arg",
     "check_widths",
+    "check_binary",
     "check_bool",
     "check_time",
     "check_interval",
@@ -245,6 +246,24 @@ def check_widths(name: str, value: Any, *, min_len: int = 0) -> tuple[int, ...]:
     if len(value) < min_len:
         raise ValueError(f"{name} must hold at least {min_len} width(s), e.g. (256, 256), got {value!r}")
     return tuple(check_int(f"{name}[{i}]", w, minimum=1) for i, w in enumerate(value))
+
+
+def check_binary(name: str, x: Tensor, *, model: str = "", hint: str = "") -> Tensor:
+    """``x`` itself when every entry is exactly 0 or 1; otherwise a ``ValueError`` naming ``name``, the model that
+    needs binary data, how many entries are not 0/1, a few of them, and ``hint`` (what to do instead).
+
+    Example:
+        >>> check_binary("v", torch.tensor([[0.0, 1.0]]), model="a BernoulliRBM").tolist()
+        [[0.0, 1.0]]
+    """
+    bad = (x != 0) & (x != 1)
+    if bool(bad.any()):
+        count = int(bad.sum())
+        examples = ", ".join(f"{v:g}" for v in torch.unique(x[bad])[:3].tolist())
+        raise ValueError(f"{name} must be binary (0/1){' for ' + model if model else ''}; got {count} "
+                         f"{'entry' if count == 1 else 'entries'} not in {{0, 1}}, e.g. {examples}"
+                         f"{'; ' + hint if hint else ''}")
+    return x
 
 
 def check_interval(name: str, value: Any, low: float, high: float) -> float:

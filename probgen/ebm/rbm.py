@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from probgen._checks import check_binary
 from probgen.ebm.gaussian_rbm import GaussianBernoulliRBM
 from probgen.ebm.rbm_ais import LOG_PARTITION_METHODS, MAX_ENUMERATION_UNITS, LogLikelihoodBracket, LogPartitionBracket
 from probgen.ebm.rbm_base import RBM_OBJECTIVES, BinaryIndependent, RBMBase, enumerate_logsumexp
@@ -90,13 +91,7 @@ class BernoulliRBM(RBMBase):
         return torch.bernoulli(torch.full((n, self.n_visible), 0.5))
 
     def _check_values(self, v: Tensor, name: str) -> None:
-        bad = (v != 0) & (v != 1)
-        if bool(bad.any()):
-            vals = torch.unique(v[bad])[:3].tolist()
-            raise ValueError(
-                f"{name} must be binary (0/1) for a BernoulliRBM; got {int(bad.sum())} entries not in "
-                f"{{0, 1}}, e.g. {', '.join(f'{x:g}' for x in vals)}"
-            )
+        check_binary(name, v, model="a BernoulliRBM")
 
     def _scaled(self, v: Tensor) -> Tensor:
         return v

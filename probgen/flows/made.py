@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.distributions import constraints
 
-from probgen._checks import check_bool, check_event_shape, check_int, check_tensor
+from probgen._checks import check_binary, check_bool, check_event_shape, check_int, check_tensor
 from probgen.protocol import ModelDistribution
 
 __all__ = ["MADE", "MaskedLinear"]
@@ -155,12 +155,7 @@ class MADE(nn.Module):
         check_event_shape("x", x, (self.dim,))
         if x.is_complex():
             raise TypeError(f"x must be real with entries in {{0, 1}}, got {x.dtype}")
-        bad = (x != 0) & (x != 1)
-        if bool(bad.any()):
-            example = x[bad][0].item()
-            raise ValueError(
-                f"x must be binary with entries in {{0, 1}}; got {int(bad.sum())} other value(s), e.g. {example!r}"
-            )
+        check_binary("x", x, model="a MADE")
         dtype = self.output.weight.dtype
         return x.to(dtype)
 

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from probgen._checks import check_choice, check_int, check_positive
+from probgen._checks import check_choice, check_int, check_positive, check_widths
 from probgen.nn.embeddings import TIME_EMBEDDINGS, make_time_embedding
 
 __all__ = ["MLP", "ConditionedMLP", "ACTIVATIONS", "make_activation"]
@@ -64,14 +64,6 @@ def make_activation(activation: str | Callable | type[nn.Module]) -> nn.Module:
         f"activation must be a name ({', '.join(repr(k) for k in ACTIVATIONS)}), an nn.Module class "
         f"or a callable, got {type(activation).__name__}"
     )
-
-
-def _check_hidden(hidden: Any) -> tuple[int, ...]:
-    if isinstance(hidden, int) and not isinstance(hidden, bool):
-        hidden = (hidden,)
-    if not isinstance(hidden, Sequence) or isinstance(hidden, str):
-        raise TypeError(f"hidden must be a sequence of layer widths, got {type(hidden).__name__}")
-    return tuple(check_int(f"hidden[{i}]", h, minimum=1) for i, h in enumerate(hidden))
 
 
 def _config_activation(activation: Any) -> str:
@@ -125,7 +117,7 @@ class MLP(nn.Module):
         super().__init__()
         self.in_features = check_int("in_features", in_features, minimum=1)
         self.out_features = check_int("out_features", out_features, minimum=1)
-        self.hidden = _check_hidden(hidden)
+        self.hidden = check_widths("hidden", hidden)
         self.activation = activation
         widths = (self.in_features, *self.hidden)
         layers: list[nn.Module] = []
@@ -205,7 +197,7 @@ class ConditionedMLP(nn.Module):
         super().__init__()
         self.dim = check_int("dim", dim, minimum=1)
         self.out_features = self.dim if out_features is None else check_int("out_features", out_features, minimum=1)
-        self.hidden = _check_hidden(hidden)
+        self.hidden = check_widths("hidden", hidden)
         if not self.hidden:
             raise ValueError("hidden must list at least one layer width for ConditionedMLP, got ()")
         self.embed_dim = check_int("embed_dim", embed_dim, minimum=2)

@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from torchdiffeq import odeint, odeint_adjoint
 
 from probgen._checks import check_bool, check_choice, check_int, check_positive, check_tensor
+from probgen.ops.dopri import dopri5_solve
 from probgen.ops.trace import DIVERGENCE_METHODS, PROBE_NOISES, divergence, sample_probes
 
 __all__ = [
@@ -104,6 +105,12 @@ class ODESolver:
     def adaptive(self) -> bool:
         return self.method in ADAPTIVE_METHODS
 
+    @property
+    def lean(self) -> bool:
+        """Solved by :func:`probgen.ops.dopri.dopri5_solve` (same steps as torchdiffeq's dopri5, less bookkeeping)
+        when only the end point is asked for and no adjoint is used."""
+        return self.method == "dopri5"
+
     def kwargs(self, *, span: float, end: Tensor) -> dict[str, Any]:
         """torchdiffeq keyword arguments for a solve over ``|t1 - t0| = span`` ending at ``end``.
 
@@ -130,12 +137,14 @@ class _Field(nn.Module):
         self.probes = probes
         self.nfe = 0
 
-    def _time(self, t: Tensor, x: Tensor) -> Tensor:
+    def _time(self, t: Tensor | float, x: Tensor) -> Tensor:
         # torchdiffeq's first-step heuristic (and the adjoint's backward solve) may probe times just
         # outside the interval; the field is held constant there, which leaves the solution unchanged.
+        if isinstance(t, float):  # from probgen.ops.dopri
+            return x.new_full((x.shape[0],), min(max(t, self.t_lo), self.t_hi))
         return t.to(dtype=x.dtype, device=x.device).clamp(self.t_lo, self.t_hi).expand(x.shape[0])
 
-    def forward(self, t: Tensor, state: Any) -> Any:
+    def forward(self, t: Tensor | float, state: Any) -> Any:
         self.nfe += 1
         if self.trace is None:
             return self.velocity(state, self._time(t, state))
@@ -151,6 +160,11 @@ class _Field(nn.Module):
 def _flat_state(x: Tensor) -> Tensor:
     """``[x.flatten(), 0_B]``: the ``(x, ℓ)`` state of :func:`odeint_logdet` as one tensor."""
     return torch.cat((x.reshape(-1), x.new_zeros(x.shape[0])))
+
+
+def _rms_norm(e: Tensor) -> Tensor:
+    """torchdiffeq's default error norm of one tensor, detached (see :func:`_mixed_norm`)."""
+    return e.detach().pow(2).mean().sqrt()
 
 
 def _mixed_norm(batch: int) -> Callable[[Tensor], Tensor]:
@@ -206,6 +220,9 @@ def odeint_velocity(
         (0.3679, 16)
     """
     field = _Field(velocity, min(t0, t1), max(t0, t1), None, None)  # state: x itself
+    if solver.lean and num_outputs == 2:
+        end, nfe = dopri5_solve(field, x, float(t0), float(t1), rtol=solver.rtol, atol=solver.atol, norm=_rms_norm)
+        return torch.stack((x, end)), nfe
     ts = torch.linspace(t0, t1, num_outputs, dtype=x.dtype, device=x.device)
     xs = odeint(field, x, ts, **solver.kwargs(span=abs(t1 - t0), end=ts[-1]))
     return xs, field.nfe
@@ -293,11 +310,14 @@ def odeint_logdet(
             opts["options"] = {**opts["options"], "norm": _mixed_norm(b)}
         if adjoint:
             # the backward solve's norm wraps the state norm above (torchdiffeq's default adjoint norm)
-            states = odeint_adjoint(field, _flat_state(chunk), times, adjoint_params=adjoint_params, **opts)
+            end = odeint_adjoint(field, _flat_state(chunk), times, adjoint_params=adjoint_params, **opts)[-1]
+        elif solver.lean:
+            end, _ = dopri5_solve(field, _flat_state(chunk), float(t0), float(t1), rtol=solver.rtol,
+                                  atol=solver.atol, norm=opts["options"]["norm"])
         else:
-            states = odeint(field, _flat_state(chunk), times, **opts)
-        ends.append(states[-1, :-b].view(chunk.shape))
-        logdets.append(states[-1, -b:])
+            end = odeint(field, _flat_state(chunk), times, **opts)[-1]
+        ends.append(end[:-b].view(chunk.shape))
+        logdets.append(end[-b:])
         nfe += field.nfe
     if len(ends) == 1:
         return ends[0], logdets[0], nfe

@@ -12,7 +12,7 @@ import pyro.distributions as dist
 import torch
 from torch import Tensor, nn
 
-from probgen._checks import check_bool, check_choice, check_positive
+from probgen._checks import check_binary, check_bool, check_choice, check_positive
 from probgen.vae.nets import check_event_shape_tuple
 
 __all__ = ["ObservationModel", "LIKELIHOODS"]
@@ -94,12 +94,7 @@ class ObservationModel(nn.Module):
     def check_data(self, name: str, x: Tensor) -> Tensor:
         """Raise if ``x`` is not in the support (Bernoulli: entries must be exactly 0 or 1)."""
         if self.likelihood == "bernoulli":
-            bad = (x != 0) & (x != 1)
-            if bool(bad.any()):
-                values = torch.unique(x[bad])[:5].tolist()
-                raise ValueError(
-                    f"{name} must hold binary values 0/1 for likelihood='bernoulli', got {int(bad.sum())} entries "
-                    f"outside {{0, 1}} (e.g. {', '.join(f'{v:g}' for v in values)}); binarize the data "
-                    "(probgen.data.digits(..., binarize=True)) or use likelihood='gaussian'"
-                )
+            check_binary(name, x, model="likelihood='bernoulli'",
+                         hint="binarize the data (probgen.data.binarized, or digits(..., binarize=True)) or use "
+                              "likelihood='gaussian'")
         return x

@@ -84,7 +84,7 @@ def test_initial_model_is_uniform_without_hidden_signal() -> None:
 
 def test_errors() -> None:
     made = MADE(4, hidden=(8,))
-    with pytest.raises(ValueError, match=r"x must be binary with entries in \{0, 1\}; got 1 other value"):
+    with pytest.raises(ValueError, match=r"x must be binary \(0/1\) for a MADE; got 1 entry not in \{0, 1\}"):
         made.log_prob(torch.tensor([[0.0, 1.0, 0.5, 1.0]]))
     with pytest.raises(ValueError, match=r"x must have shape \(batch, 4\), got \(2, 3\)"):
         made.log_prob(torch.zeros(2, 3))
