@@ -112,17 +112,18 @@ class Recipe:
         """Whether :meth:`standardized` wraps models of ``dataset``: continuous data, continuous families."""
         return self.standardize and self.profile(dataset).value_type == "continuous"
 
-    def standardized(self, model, dataset):
+    def standardized(self, model, dataset, *, gaussian_weight: float = 0.0):
         """``model`` wrapped in the standardizing bijection fitted to the training data, when
-        :meth:`standardizes` (``log_prob`` stays the density of the original values)."""
+        :meth:`standardizes` (``log_prob`` stays the density of the original values); ``gaussian_weight`` mixes
+        the fitted Gaussian into it (:class:`probgen.ops.standardize.Standardized`)."""
         if not self.standardizes(dataset):
             return model
         from probgen.ops.standardize import standardize, whiten
 
         data = self.to_model(dataset.train)
         if self.profile(dataset).row in self.whiten_rows and data.dim() == 2:
-            return whiten(model, data)
-        return standardize(model, data)
+            return whiten(model, data, gaussian_weight=gaussian_weight)
+        return standardize(model, data, gaussian_weight=gaussian_weight)
 
     # --- building and training -------------------------------------------------------------------------
     def build(self, dataset, *, kind: str | None = None, objective: str | None = None):

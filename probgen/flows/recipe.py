@@ -95,6 +95,7 @@ class FlowRecipe(Recipe):
         dim = numel(dataset.event_shape)
         options = dict(self.settings_for(dataset)["model"])
         row_kind = options.pop("kind")
+        gaussian_weight = options.pop("gaussian_weight", 0.0)  # the row's tail guard, whatever the --kind
         if kind not in (None, row_kind):  # an explicit --kind wins, with that kind's own defaults
             options = {}
         kind = kind or row_kind
@@ -105,7 +106,7 @@ class FlowRecipe(Recipe):
         if dim > 16 and kind in ("spline", "realnvp", "maf", "iaf", "spline-ar") and "hidden_dims" not in options:
             # the default conditioner width grows as 10 D; for images a fixed width keeps a CPU run practical
             options["hidden_dims"] = (256, 256)
-        return self.standardized(Flow(dim, kind, **options), dataset)
+        return self.standardized(Flow(dim, kind, **options), dataset, gaussian_weight=gaussian_weight)
 
     def log_likelihoods(self, model, x: Tensor, *, trace=None, bound=None) -> dict[str, tuple[Tensor, float]]:
         """Exact ``log p(x)``; a CNF is scored at ``rtol = atol = CNF_EVAL_TOL`` whatever it was trained with."""
