@@ -73,6 +73,9 @@ def test_the_tabular_row_is_tuned_and_sized_by_the_number_of_points(family):
 def test_the_tabular_flow_is_maf_with_small_conditioners():
     flow = registry.recipe("flow").build(_tabular(512, dim=30))
     assert (flow.kind, flow.config()["model"]["config"]["hidden_dims"]) == ("maf", [64, 64])
+    # the tail guard: the whitened MAF mixed with the fitted full-covariance Gaussian
+    assert flow.family == "whitened" and flow.gaussian_weight == 0.05
+    assert registry.recipe("flow").describe(flow) == "flow (maf, 4 layers; mixed with the fitted Gaussian, weight 0.05)"
 
 
 def test_steps_for_epochs():
