@@ -33,7 +33,13 @@ __all__ = [
     "value_range",
     "settings_table",
     "steps_for_epochs",
+    "MIN_VALIDATION_ROWS",
 ]
+
+
+#: a row's validation split (``validation`` in its fit settings, :func:`probgen.fit`'s early stopping) is dropped when
+#: it would hold fewer rows than this: the run then trains for the row's budget of steps
+MIN_VALIDATION_ROWS = 10
 
 
 def mean_stderr(values: Tensor, *, scale: float = 1.0, unit: str = "nats") -> dict[str, Any]:
@@ -159,6 +165,9 @@ class Recipe:
         for key, value in (("steps", steps), ("batch_size", batch_size), ("lr", lr)):
             if value is not None:
                 opts[key] = value
+        if opts.get("validation") is not None and round(opts["validation"] * len(dataset.train)) < MIN_VALIDATION_ROWS:
+            for key in ("validation", "patience", "eval_every"):  # too few rows to score: the row's fixed budget
+                opts.pop(key, None)
         # a data set that redraws its own batches (dynamic binarization of MNIST) keeps its transform
         transform = getattr(dataset, "batch_transform", None) or self.batch_transform(dataset)
         if transform is not None:

@@ -154,3 +154,14 @@ def test_fit_validation_flags_are_checked(tmp_path, capsys, argv, message):
         code = exc.code
     err = capsys.readouterr().err
     assert code == 2 and message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("family", ["flow", "vae"])
+def test_the_tabular_rows_validation_is_dropped_when_it_would_hold_too_few_rows(family):
+    from probgen.recipes import MIN_VALIDATION_ROWS
+
+    recipe = registry.recipe(family)
+    fraction = recipe.settings["tabular"]["fit"]["validation"]
+    enough, few = _tabular(512), _tabular(int(MIN_VALIDATION_ROWS / fraction) - 10)
+    assert recipe.fit_options(enough)["validation"] == fraction and "patience" in recipe.fit_options(enough)
+    assert not {"validation", "patience", "eval_every"} & set(recipe.fit_options(few))

@@ -12,7 +12,7 @@ from torch import Tensor
 from probgen.recipes import Recipe, numel, require_binary
 
 __all__ = ["CNF_EVAL_TOL", "CNF_DEFAULT_OBJECTIVE", "TOY2D_FLOW", "TABULAR_FLOW", "TABULAR_FLOW_FIT",
-           "MIN_VALIDATION_ROWS", "IMAGE_FLOW", "FlowRecipe", "ImageFlowRecipe", "CNFRecipe", "MADERecipe"]
+           "IMAGE_FLOW", "FlowRecipe", "ImageFlowRecipe", "CNFRecipe", "MADERecipe"]
 
 
 #: the ODE solver tolerance (rtol = atol) at which the command line scores a CNF's likelihood
@@ -46,8 +46,7 @@ TABULAR_FLOW = {"kind": "maf", "hidden_dims": (64, 64), "gaussian_weight": 0.05}
 #: row had before: tabsynth KL 6.84 ± 0.11 against 6.56 ± 0.09, tabsynth-o 9.68 ± 0.19 against 11.06 ± 0.17
 TABULAR_FLOW_FIT = {"epochs": 1000, "max_steps": 3000, "batch_size": 256, "lr": 2e-3, "lr_schedule": "constant",
                     "validation": 0.1, "patience": 30}
-#: fewer held-out rows than this and the tabular row trains without validation (its fixed budget of steps)
-MIN_VALIDATION_ROWS = 10
+
 
 
 #: the flow fitted to images (grayscale and colour rows) by default: a multi-scale coupling flow
@@ -121,15 +120,6 @@ class FlowRecipe(Recipe):
             # the default conditioner width grows as 10 D; for images a fixed width keeps a CPU run practical
             options["hidden_dims"] = (256, 256)
         return self.standardized(Flow(dim, kind, **options), dataset, gaussian_weight=gaussian_weight)
-
-    def fit_options(self, dataset, *, steps=None, batch_size=None, lr=None):
-        """The row's options; a row's validation split is dropped when it would hold fewer than
-        :data:`MIN_VALIDATION_ROWS` rows (too few to score)."""
-        opts = super().fit_options(dataset, steps=steps, batch_size=batch_size, lr=lr)
-        if opts.get("validation") is not None and round(opts["validation"] * len(dataset.train)) < MIN_VALIDATION_ROWS:
-            for key in ("validation", "patience", "eval_every"):
-                opts.pop(key, None)
-        return opts
 
     def log_likelihoods(self, model, x: Tensor, *, trace=None, bound=None) -> dict[str, tuple[Tensor, float]]:
         """Exact ``log p(x)``; a CNF is scored at ``rtol = atol = CNF_EVAL_TOL`` whatever it was trained with."""
