@@ -239,6 +239,8 @@ def run_split(args, dataset):
     _override(recipe, dataset, args.model_json, args.fit_json)
     if args.no_whiten:  # tuning: per-dimension standardization where the row would whiten
         recipe.whiten_rows = ()
+    if args.whiten:  # tuning: whiten (full covariance) where the row would standardize per dimension
+        recipe.whiten_rows = (*recipe.whiten_rows, recipe.profile(dataset).row)
     recipe.check_dataset(dataset)
     torch.manual_seed(args.seed)
     model = recipe.build(dataset)
@@ -301,6 +303,7 @@ def main(argv=None) -> None:
     parser.add_argument("--curve-loss", action="store_true", help="tuning: the curve shows the held-out loss")
     parser.add_argument("--eval-points", type=int, default=None, help="score only the first test points")
     parser.add_argument("--no-whiten", action="store_true", help="tuning: standardize per dimension, never whiten")
+    parser.add_argument("--whiten", action="store_true", help="tuning: whiten where the row standardizes per dimension")
     parser.add_argument("--model-json", default=None, help="tuning: model settings laid over the row (JSON)")
     parser.add_argument("--fit-json", default=None, help="tuning: training settings laid over the row (JSON)")
     args = parser.parse_args(argv)
