@@ -63,8 +63,7 @@ class Noisy(torch.nn.Module):
 
 def test_the_restored_parameters_are_those_of_the_best_validation_score_of_an_overfitting_model():
     x, y = _overfit_data()
-    x_val, y_val = (t * 1 for t in _overfit_data(200))  # the same law, other rows
-    g = torch.Generator().manual_seed(11)
+    g = torch.Generator().manual_seed(11)  # held-out rows of the same law
     x_val = torch.randn(200, 40, generator=g)
     y_val = x_val[:, :3] @ torch.tensor([2.0, -1.0, 0.5]) + torch.randn(200, generator=g)
     snapshots = {}
