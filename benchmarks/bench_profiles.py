@@ -11,6 +11,8 @@ the row's options — on sets written to ``.npy`` files here:
 * ``tabsynth``: the set the ``tabular`` rows were TUNED on: D = 16 (``--dim``), a 3-component full-covariance
   Gaussian mixture with every third coordinate exponentiated (``y = exp(z/2)``: skewed, positive) and bent pairs
   (``y_b = z_b + 0.3 y_a²``), exact density; ``--n-train`` points (512) and 2,000 test points;
+  ``tabsynth-o``: the same with 3 % outliers (each drawn from its component with twice the standard deviations;
+  exact density), as users' tabular data have (also a tuning set: the flow row's tail guard was chosen on it);
 * held out for the ``tabular`` row, scikit-learn's bundled sets in their raw units (no download): ``cancer``
   (breast cancer, 569 x 30), ``wine`` (178 x 13), ``diabetes`` (442 x 10; its ``sex`` column takes two values, so a
   density model can exploit it), scored by ``--folds``-fold cross-validation (5: every point is scored once, by
@@ -113,11 +115,17 @@ def _tabsynth_parts(dim: int):
     return weights, comps, skewed, bent
 
 
-def tabsynth_sample(n: int, seed: int, dim: int = 16) -> torch.Tensor:
+#: ``tabsynth-o``: this share of the points are outliers, drawn from their component with twice its standard deviations
+TABSYNTH_OUTLIERS = 0.03
+
+
+def tabsynth_sample(n: int, seed: int, dim: int = 16, outliers: float = 0.0) -> torch.Tensor:
     weights, comps, skewed, bent = _tabsynth_parts(dim)
     g = torch.Generator().manual_seed(seed)
     idx = torch.multinomial(weights, n, replacement=True, generator=g)
     eps = torch.randn(n, dim, generator=g, dtype=torch.float64)
+    if outliers:  # contamination: a few points from the same component with twice its standard deviations
+        eps = eps * torch.where(torch.rand(n, generator=g, dtype=torch.float64) < outliers, 2.0, 1.0)[:, None]
     y = comps.loc[idx] + (comps.scale_tril[idx] @ eps[..., None])[..., 0]
     y[:, skewed] = (y[:, skewed] / 2).exp()
     for a, b in bent:
@@ -125,9 +133,14 @@ def tabsynth_sample(n: int, seed: int, dim: int = 16) -> torch.Tensor:
     return y
 
 
-def tabsynth_log_prob(x: torch.Tensor, dim: int = 16) -> torch.Tensor:
+def tabsynth_log_prob(x: torch.Tensor, dim: int = 16, outliers: float = 0.0) -> torch.Tensor:
     """Exact density: undo the bends (unit Jacobian), then the exponentials (Jacobian ``y / 2`` each)."""
     weights, comps, skewed, bent = _tabsynth_parts(dim)
+    if outliers:
+        wide = torch.distributions.MultivariateNormal(comps.loc, scale_tril=2 * comps.scale_tril)
+        comps = torch.distributions.MultivariateNormal(torch.cat([comps.loc, wide.loc]),
+                                                       scale_tril=torch.cat([comps.scale_tril, wide.scale_tril]))
+        weights = torch.cat([(1 - outliers) * weights, outliers * weights])
     z = x.double().clone()
     for a, b in reversed(bent):
         z[:, b] = z[:, b] - 0.3 * z[:, a] ** 2
@@ -226,6 +239,8 @@ def run_split(args, dataset):
     _override(recipe, dataset, args.model_json, args.fit_json)
     if args.no_whiten:  # tuning: per-dimension standardization where the row would whiten
         recipe.whiten_rows = ()
+    if args.whiten:  # tuning: whiten (full covariance) where the row would standardize per dimension
+        recipe.whiten_rows = (*recipe.whiten_rows, recipe.profile(dataset).row)
     recipe.check_dataset(dataset)
     torch.manual_seed(args.seed)
     model = recipe.build(dataset)
@@ -243,13 +258,14 @@ def run_split(args, dataset):
                 lp = next(iter(recipe.log_likelihoods(model, recipe.to_model(x)).values()))[0].double()
                 model.train()
                 line = {"step": step, "loss": round(loss, 4), "test NLL": _stat(-lp)}
-                if args.set == "tabsynth":
-                    line["KL"] = _stat(tabsynth_log_prob(x, args.dim) - lp)
+                if args.set.startswith("tabsynth"):
+                    line["KL"] = _stat(tabsynth_log_prob(x, args.dim, _outliers(args.set)) - lp)
                 elif args.set == "bernmix":
                     line["KL"] = _stat(bernmix_log_prob(x) - lp)
                 print(json.dumps(line), flush=True)
     start = time.perf_counter()
-    pg.fit(model, recipe.training_data(dataset), seed=args.seed, progress=False, callback=callback, **options)
+    history = pg.fit(model, recipe.training_data(dataset), seed=args.seed, progress=False, callback=callback,
+                     **options)
     train_s = time.perf_counter() - start
     model.eval()
     start = time.perf_counter()
@@ -258,8 +274,15 @@ def run_split(args, dataset):
     name = next((n for n in terms if n.startswith("NLL")), next(iter(terms)))  # IWAE rather than the ELBO
     lp = terms[name][0].double()
     info = {"model": recipe.describe(model), "row": recipe.profile(dataset).row, "name": name,
-            **{k: v for k, v in options.items() if k != "batch_transform"}}
+            **{k: v for k, v in options.items() if k != "batch_transform"}, "steps_done": history.steps_done}
+    if history.best_step is not None:  # early stopping: the step whose parameters were restored
+        info["best_step"] = history.best_step
     return lp, base, x, info, train_s, eval_s
+
+
+def _outliers(name: str) -> float:
+    """Share of outliers of a tabsynth variant."""
+    return TABSYNTH_OUTLIERS if name == "tabsynth-o" else 0.0
 
 
 def _stat(values: torch.Tensor) -> list[float]:
@@ -268,7 +291,8 @@ def _stat(values: torch.Tensor) -> list[float]:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--set", required=True, choices=["mixture", "banana", "funnel", "tabsynth", "bernmix", *REAL_SETS])
+    parser.add_argument("--set", required=True, choices=["mixture", "banana", "funnel", "tabsynth", "tabsynth-o", "bernmix",
+                                                             *REAL_SETS])
     parser.add_argument("--family", required=True, choices=[*registry.names(), "gaussian", "bernoulli"])
     parser.add_argument("--steps", type=int, default=None, help="override the row's steps (default: the recipe's)")
     parser.add_argument("--seed", type=int, default=0)
@@ -279,6 +303,7 @@ def main(argv=None) -> None:
     parser.add_argument("--curve-loss", action="store_true", help="tuning: the curve shows the held-out loss")
     parser.add_argument("--eval-points", type=int, default=None, help="score only the first test points")
     parser.add_argument("--no-whiten", action="store_true", help="tuning: standardize per dimension, never whiten")
+    parser.add_argument("--whiten", action="store_true", help="tuning: whiten where the row standardizes per dimension")
     parser.add_argument("--model-json", default=None, help="tuning: model settings laid over the row (JSON)")
     parser.add_argument("--fit-json", default=None, help="tuning: training settings laid over the row (JSON)")
     args = parser.parse_args(argv)
@@ -291,10 +316,11 @@ def main(argv=None) -> None:
         folds = np.array_split(perm, args.folds)
         splits = [(np.concatenate([f for j, f in enumerate(folds) if j != i]), folds[i]) for i in range(args.folds)]
     else:
-        n_test = 2000 if args.set in ("tabsynth", "bernmix") else N_TOTAL - 50_000
-        n_train = args.n_train if args.set in ("tabsynth", "bernmix") else 50_000
-        if args.set == "tabsynth":
-            raw = tabsynth_sample(n_train + n_test, seed=1234, dim=args.dim).numpy()
+        synthetic = args.set in ("tabsynth", "tabsynth-o", "bernmix")
+        n_test = 2000 if synthetic else N_TOTAL - 50_000
+        n_train = args.n_train if synthetic else 50_000
+        if args.set.startswith("tabsynth"):
+            raw = tabsynth_sample(n_train + n_test, seed=1234, dim=args.dim, outliers=_outliers(args.set)).numpy()
         elif args.set == "bernmix":
             raw = bernmix_sample(n_train + n_test, seed=1234).numpy()
         else:
@@ -302,7 +328,7 @@ def main(argv=None) -> None:
         perm = torch.randperm(len(raw), generator=torch.Generator().manual_seed(args.seed)).numpy()
         splits = [(perm[n_test:], perm[:n_test])]
 
-    lps, bases, xs, train_s, eval_s = [], [], [], 0.0, 0.0
+    lps, bases, xs, train_s, eval_s, per_fold = [], [], [], 0.0, 0.0, {}
     with tempfile.TemporaryDirectory() as tmp:
         for train_idx, test_idx in splits:
             # the file round trip `probgen fit --data FILE.npy` makes (profile, float32), then this split
@@ -314,11 +340,14 @@ def main(argv=None) -> None:
             data_range = full.data_range if full.num_levels else (float(train.min()), float(train.max()))
             dataset = dataclasses.replace(full, train=train, test=rows[len(train_idx):], data_range=data_range)
             lp, base, x, info, t_s, e_s = run_split(args, dataset)
+            for key in ("steps_done", "best_step"):  # per fold
+                per_fold.setdefault(key, []).append(info.pop(key, None))
             lps.append(lp), bases.append(base), xs.append(x)
             train_s, eval_s = train_s + t_s, eval_s + e_s
     lp, base, x = torch.cat(lps), torch.cat(bases), torch.cat(xs)
     out = {"set": args.set, "family": args.family, **info, "folds": len(splits), "train_points": len(splits[0][0]),
-           "train_s": round(train_s, 1), "eval_s": round(eval_s, 1), "eval_points": len(lp)}
+           "train_s": round(train_s, 1), "eval_s": round(eval_s, 1), "eval_points": len(lp),
+           **{k: v for k, v in per_fold.items() if any(s is not None for s in v)}}
     out["test NLL"] = _stat(-lp)
     baseline = "independent Bernoulli" if args.set in BINARY_SETS else "Gaussian"
     out[f"NLL - {baseline} NLL (paired)"] = _stat(base - lp)
@@ -328,8 +357,8 @@ def main(argv=None) -> None:
     out[f"{baseline} test NLL"] = _stat(-base)
     if args.set == "bernmix":
         out["KL"] = _stat(bernmix_log_prob(x) - lp)
-    elif args.set == "tabsynth":
-        out["KL"] = _stat(tabsynth_log_prob(x, args.dim) - lp)
+    elif args.set.startswith("tabsynth"):
+        out["KL"] = _stat(tabsynth_log_prob(x, args.dim, _outliers(args.set)) - lp)
     elif args.set not in REAL_SETS:
         out["KL"] = _stat(log_prob(args.set, x) - lp)
     print(json.dumps(out), flush=True)

@@ -33,7 +33,13 @@ __all__ = [
     "value_range",
     "settings_table",
     "steps_for_epochs",
+    "MIN_VALIDATION_ROWS",
 ]
+
+
+#: a row's validation split (``validation`` in its fit settings, :func:`probgen.fit`'s early stopping) is dropped when
+#: it would hold fewer rows than this: the run then trains for the row's budget of steps
+MIN_VALIDATION_ROWS = 10
 
 
 def mean_stderr(values: Tensor, *, scale: float = 1.0, unit: str = "nats") -> dict[str, Any]:
@@ -112,17 +118,18 @@ class Recipe:
         """Whether :meth:`standardized` wraps models of ``dataset``: continuous data, continuous families."""
         return self.standardize and self.profile(dataset).value_type == "continuous"
 
-    def standardized(self, model, dataset):
+    def standardized(self, model, dataset, *, gaussian_weight: float = 0.0):
         """``model`` wrapped in the standardizing bijection fitted to the training data, when
-        :meth:`standardizes` (``log_prob`` stays the density of the original values)."""
+        :meth:`standardizes` (``log_prob`` stays the density of the original values); ``gaussian_weight`` mixes
+        the fitted Gaussian into it (:class:`probgen.ops.standardize.Standardized`)."""
         if not self.standardizes(dataset):
             return model
         from probgen.ops.standardize import standardize, whiten
 
         data = self.to_model(dataset.train)
         if self.profile(dataset).row in self.whiten_rows and data.dim() == 2:
-            return whiten(model, data)
-        return standardize(model, data)
+            return whiten(model, data, gaussian_weight=gaussian_weight)
+        return standardize(model, data, gaussian_weight=gaussian_weight)
 
     # --- building and training -------------------------------------------------------------------------
     def build(self, dataset, *, kind: str | None = None, objective: str | None = None):
@@ -158,6 +165,9 @@ class Recipe:
         for key, value in (("steps", steps), ("batch_size", batch_size), ("lr", lr)):
             if value is not None:
                 opts[key] = value
+        if opts.get("validation") is not None and round(opts["validation"] * len(dataset.train)) < MIN_VALIDATION_ROWS:
+            for key in ("validation", "patience", "eval_every"):  # too few rows to score: the row's fixed budget
+                opts.pop(key, None)
         # a data set that redraws its own batches (dynamic binarization of MNIST) keeps its transform
         transform = getattr(dataset, "batch_transform", None) or self.batch_transform(dataset)
         if transform is not None:

@@ -73,6 +73,9 @@ def test_the_tabular_row_is_tuned_and_sized_by_the_number_of_points(family):
 def test_the_tabular_flow_is_maf_with_small_conditioners():
     flow = registry.recipe("flow").build(_tabular(512, dim=30))
     assert (flow.kind, flow.config()["model"]["config"]["hidden_dims"]) == ("maf", [64, 64])
+    # the tail guard: the whitened MAF mixed with the fitted full-covariance Gaussian
+    assert flow.family == "whitened" and flow.gaussian_weight == 0.05
+    assert registry.recipe("flow").describe(flow) == "flow (maf, 4 layers; mixed with the fitted Gaussian, weight 0.05)"
 
 
 def test_steps_for_epochs():
@@ -114,3 +117,51 @@ def test_fit_prints_the_profile_it_chose(tmp_path, capsys):
     line = next(line for line in out.splitlines() if line.startswith("data profile"))
     assert "tabular: continuous, vector D = 4, N = 54" in line and "row 'tabular'" in line
     assert "its tuned settings; whitened (full covariance) inside the model" in line
+
+
+def test_fit_val_fraction_and_patience_hold_out_rows_and_report_the_best_step(tmp_path, capsys):
+    import json
+
+    from probgen.cli import main
+
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "tab.npy", rng.normal(size=(120, 4)) * 30 + 7)
+    out_dir = tmp_path / "run"
+    code = main(["fit", "flow", "--data", str(tmp_path / "tab.npy"), "--steps", "60", "--val-fraction", "0.25",
+                 "--patience", "3", "--out", str(out_dir), "--no-progress", "--num-samples", "10", "--eval", "none"])
+    out = capsys.readouterr().out
+    assert code == 0
+    summary = json.loads((out_dir / "summary.json").read_text())
+    val = summary["validation"]
+    assert summary["fit"]["validation"] == 0.25 and summary["fit"]["patience"] == 3
+    assert 1 <= val["best_step"] <= val["steps_done"] <= 60
+    assert f"validation: best mean loss {val['best_loss']:.4g} at step {val['best_step']} of {val['steps_done']}" in out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--val-fraction", "1.5"], "--val-fraction: expected a fraction in [0, 1), got '1.5'"),
+    (["--patience", "0"], "--patience"),
+    (["--val-fraction", "0", "--patience", "3"], "--patience needs a validation split: pass --val-fraction F"),
+])
+def test_fit_validation_flags_are_checked(tmp_path, capsys, argv, message):
+    from probgen.cli import main
+
+    np.save(tmp_path / "tab.npy", np.random.default_rng(0).normal(size=(60, 4)))
+    try:
+        code = main(["fit", "flow", "--data", str(tmp_path / "tab.npy"), "--steps", "1", "--out",
+                     str(tmp_path / "run"), "--no-progress", *argv])
+    except SystemExit as exc:
+        code = exc.code
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("family", ["flow", "vae"])
+def test_the_tabular_rows_validation_is_dropped_when_it_would_hold_too_few_rows(family):
+    from probgen.recipes import MIN_VALIDATION_ROWS
+
+    recipe = registry.recipe(family)
+    fraction = recipe.settings["tabular"]["fit"]["validation"]
+    enough, few = _tabular(512), _tabular(int(MIN_VALIDATION_ROWS / fraction) - 10)
+    assert recipe.fit_options(enough)["validation"] == fraction and "patience" in recipe.fit_options(enough)
+    assert not {"validation", "patience", "eval_every"} & set(recipe.fit_options(few))

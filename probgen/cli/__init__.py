@@ -45,7 +45,7 @@ from probgen.cli._common import (
 from probgen.cli.condition import COMMANDS as _condition_commands
 from probgen.cli.condition import add_parsers as _add_condition_parsers
 from probgen.cli.data import _cmd_data
-from probgen.cli.fit import _cmd_fit
+from probgen.cli.fit import _cmd_fit, _fraction
 from probgen.cli.mcmc import _cmd_mcmc
 from probgen.cli.sample_eval import _cmd_compare, _cmd_evaluate, _cmd_nll, _cmd_sample
 
@@ -70,6 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--steps", type=_positive_int, default=None, help="optimizer steps (default: the family's tuned value)")
     fit.add_argument("--batch-size", type=_positive_int, default=None)
     fit.add_argument("--lr", type=_positive_float, default=None, help="learning rate")
+    fit.add_argument("--val-fraction", type=_fraction, default=None, metavar="F",
+                     help="hold out this fraction of the training rows, score them during training and keep the "
+                          "best parameters (0: none; default: the profile row's setting)")
+    fit.add_argument("--patience", type=_positive_int, default=None, metavar="P",
+                     help="early stopping: stop after P validation scores without improvement (needs a validation "
+                          "fraction, from --val-fraction or the row)")
     fit.add_argument("--kind", default=None, help="family variant, e.g. flow kind spline|realnvp|maf|...")
     fit.add_argument("--objective", default=None, help="training objective, for families that have several")
     fit.add_argument("--reflow", type=_positive_int, default=None, metavar="N",

@@ -70,6 +70,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     if args.resume:
         model = _resumed_model(ckpt, model, args.kind)
     options = recipe.fit_options(dataset, steps=args.steps, batch_size=args.batch_size, lr=args.lr)
+    _validation_options(options, args)
     n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     print(
         f"probgen {probgen.__version__}: fitting {recipe.describe(model)}, {n_params:,} parameters, on "
@@ -98,6 +99,10 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 
         save_checkpoint(ckpt, model, extra={"reflow_rounds": reflow_rounds})
     train_seconds = time.perf_counter() - start
+    if history.best_step is not None:
+        print(f"validation: best mean loss {history.best_validation_loss:.4g} at step {history.best_step} of "
+              f"{history.steps_done}" + (" (stopped early)" if history.stopped_early else "")
+              + "; the model keeps those parameters", flush=True)
 
     model.eval()
     torch.manual_seed(args.seed + 1)
@@ -120,6 +125,9 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         **({"reflow_rounds": reflow_rounds} if reflow_rounds else {}),
         "train_seconds": round(train_seconds, 3),
         "final_loss": history.losses[-1] if history.losses else None,
+        **({"validation": {"best_step": history.best_step, "best_loss": history.best_validation_loss,
+                           "steps_done": history.steps_done, "stopped_early": history.stopped_early}}
+           if history.best_step is not None else {}),
         "evaluation": how,
         "metrics": report,
         "versions": {"probgen": probgen.__version__, "torch": torch.__version__},
@@ -131,6 +139,31 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         ckpt, png = final_ckpt, out / "samples.png"
     print(f"wrote {ckpt}, {png}, {out / 'summary.json'}")
     return 0
+
+
+def _fraction(text: str) -> float:
+    """``--val-fraction``: a number in ``[0, 1)``."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1), got {text!r}") from None
+    if not (0.0 <= value < 1.0):
+        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1), got {text!r}")
+    return value
+
+
+def _validation_options(options: dict, args: argparse.Namespace) -> None:
+    """Lay ``--val-fraction`` and ``--patience`` over the row's fit options (``--val-fraction 0``: no validation)."""
+    fraction, patience = getattr(args, "val_fraction", None), getattr(args, "patience", None)
+    if fraction == 0.0:
+        for key in ("validation", "patience", "eval_every"):
+            options.pop(key, None)
+    elif fraction is not None:
+        options["validation"] = fraction
+    if patience is not None:
+        if options.get("validation") is None:
+            raise UsageError("--patience needs a validation split: pass --val-fraction F (e.g. 0.1)")
+        options["patience"] = patience
 
 
 def _transform_note(dataset, options: dict) -> str:

@@ -45,6 +45,15 @@ class Standardized(nn.Module):
         event_shape: shape of one data point (default: ``model.event_shape``).
         loc: per-dimension shift :math:`\mu`, broadcastable to ``event_shape`` (default 0).
         scale: per-dimension scale :math:`s > 0` (default 1).
+        gaussian_weight: :math:`w \in [0, 1)`; with ``w > 0`` the model of ``z`` is the defensive mixture
+            :math:`p_Z(z) = (1 - w)\, q(z) + w\, \mathcal N(z; 0, I)` of the wrapped model :math:`q` and the
+            standard normal, which in ``x`` is the Gaussian fitted to the data (diagonal here, full covariance
+            for :class:`Whitened`). It bounds the log-density of any point from below by
+            :math:`\log w` plus the Gaussian's, so a test point far outside the training data costs at most
+            :math:`-\log w` nats more than under the Gaussian (a flow's layers extrapolate without such a
+            bound), at a price of at most :math:`-\log(1 - w)` nats anywhere (Hesterberg, 1995, "Weighted average
+            importance sampling and defensive mixture distributions"). ``loss`` is then the mixture's mean
+            negative log-likelihood, so the wrapped model needs a differentiable ``log_prob`` (flows).
 
     Attributes:
         family: ``"standardized"`` (checkpoint registry key); ``inner_family`` is the wrapped model's.
@@ -70,6 +79,7 @@ class Standardized(nn.Module):
         event_shape: tuple[int, ...] | list[int] | None = None,
         loc: Tensor | None = None,
         scale: Tensor | None = None,
+        gaussian_weight: float = 0.0,
     ) -> None:
         super().__init__()
         if isinstance(model, dict):
@@ -97,6 +107,7 @@ class Standardized(nn.Module):
             raise ValueError("scale must be finite and > 0 and loc finite in every dimension")
         self.register_buffer("loc", loc)
         self.register_buffer("scale", scale)
+        self.gaussian_weight = _check_gaussian_weight(gaussian_weight, model)
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -132,12 +143,27 @@ class Standardized(nn.Module):
 
     # --- the model protocol -----------------------------------------------------------------------------
     def loss(self, x: Tensor) -> Tensor:
-        """The wrapped model's loss on the standardized batch (the constant log-determinant is left out)."""
-        return self.model.loss(self.to_standard(x))
+        """The wrapped model's loss on the standardized batch (the constant log-determinant is left out); with
+        ``gaussian_weight`` the mixture's mean negative log-likelihood of ``z``."""
+        z = self.to_standard(x)
+        if self.gaussian_weight > 0:
+            return -self._mixture_log_prob(z).mean()
+        return self.model.loss(z)
 
     def log_prob(self, x: Tensor, **opts: Any) -> Tensor:
         """``log p(x) = log p_Z(z) - Σ log s`` (nats); options go to the wrapped ``log_prob``."""
+        if self.gaussian_weight > 0:
+            return self._shift(self._mixture_log_prob(self.to_standard(x), **opts), x)
         return self._shift(self.model.log_prob(self.to_standard(x), **opts), x)
+
+    def _mixture_log_prob(self, z: Tensor, **opts: Any) -> Tensor:
+        r"""``log((1 - w) q(z) + w N(z; 0, I))`` of standardized ``z: (B, *event_shape)``."""
+        import math
+
+        w = self.gaussian_weight
+        inner = self.model.log_prob(z, **opts)
+        normal = -0.5 * z.flatten(1).pow(2).sum(-1) - 0.5 * z[0].numel() * math.log(2 * math.pi)
+        return torch.logaddexp(inner + math.log1p(-w), normal.to(inner.dtype) + math.log(w))
 
     def elbo(self, x: Tensor, **opts: Any) -> Tensor:
         """The wrapped model's ELBO of ``z`` plus the log-determinant: an ELBO of ``x``."""
@@ -148,8 +174,14 @@ class Standardized(nn.Module):
         return self._shift(self.model.log_likelihood(self.to_standard(x), *args, **opts), x)
 
     def sample(self, num_samples: int, **opts: Any):
-        """Draws of the wrapped model mapped back by ``x = loc + scale * z`` (extra outputs kept)."""
+        """Draws of the wrapped model mapped back by ``x = loc + scale * z`` (extra outputs kept); with
+        ``gaussian_weight`` each draw comes from the standard normal instead with probability ``w``."""
         out = self.model.sample(num_samples, **opts)
+        if self.gaussian_weight > 0:
+            z = out[0] if isinstance(out, tuple) else out
+            pick = torch.rand(z.shape[0], device=z.device) < self.gaussian_weight
+            z = torch.where(pick.view(-1, *([1] * (z.dim() - 1))), torch.randn_like(z), z)
+            out = (z, *out[1:]) if isinstance(out, tuple) else z
         if isinstance(out, tuple):
             return (self.from_standard(out[0]), *out[1:])
         return self.from_standard(out)
@@ -162,19 +194,35 @@ class Standardized(nn.Module):
 
     def config(self) -> dict[str, Any]:
         """Keyword arguments that rebuild this wrapper (``loc`` and ``scale`` come back as buffers)."""
-        return {"model": {"family": self.inner_family, "config": self.model.config()},
-                "event_shape": list(self.event_shape)}
+        out = {"model": {"family": self.inner_family, "config": self.model.config()},
+               "event_shape": list(self.event_shape)}
+        if self.gaussian_weight > 0:
+            out["gaussian_weight"] = self.gaussian_weight
+        return out
 
     def extra_repr(self) -> str:
-        return f"event_shape={self.event_shape}"
+        return f"event_shape={self.event_shape}" + (f", gaussian_weight={self.gaussian_weight:g}"
+                                                    if self.gaussian_weight > 0 else "")
 
 
-def standardize(model: nn.Module, data: Tensor, *, min_scale: float = 1e-6) -> Standardized:
+def _check_gaussian_weight(value: Any, model: nn.Module) -> float:
+    from probgen._checks import check_probability
+
+    w = check_probability("gaussian_weight", value, open_high=True)
+    if w > 0 and not callable(getattr(model, "log_prob", None)):
+        raise ValueError(f"gaussian_weight={w} mixes the wrapped model's log_prob with a Gaussian, and "
+                         f"{type(model).__name__} has none")
+    return w
+
+
+def standardize(model: nn.Module, data: Tensor, *, min_scale: float = 1e-6, gaussian_weight: float = 0.0
+                ) -> Standardized:
     r"""Wrap ``model`` in :class:`Standardized` with ``loc`` and ``scale`` the per-dimension mean and standard
     deviation of ``data``, computed once (in float64).
 
     A dimension whose standard deviation is below ``min_scale`` times the largest one (a constant column)
-    gets scale 1: it is shifted, not blown up.
+    gets scale 1: it is shifted, not blown up. ``gaussian_weight`` mixes the diagonal Gaussian fitted to the
+    data into the model (see :class:`Standardized`).
 
     Args:
         model: a model of continuous data with ``loss`` and ``sample``.
@@ -201,7 +249,8 @@ def standardize(model: nn.Module, data: Tensor, *, min_scale: float = 1e-6) -> S
     scale = values.std(0, unbiased=True)
     floor = min_scale * float(scale.max()) if float(scale.max()) > 0 else 1.0
     scale = torch.where(scale > floor, scale, torch.ones_like(scale))
-    return Standardized(model, event_shape=tuple(data.shape[1:]), loc=loc.float(), scale=scale.float()).to(
+    return Standardized(model, event_shape=tuple(data.shape[1:]), loc=loc.float(), scale=scale.float(),
+                        gaussian_weight=gaussian_weight).to(
         data.device
     )
 
@@ -224,6 +273,8 @@ class Whitened(Standardized):
         event_shape: ``(D,)`` (default: ``model.event_shape``); vectors only.
         loc: shift :math:`\mu`, shape ``(D,)`` (default 0).
         scale_tril: ``(D, D)`` lower-triangular with a positive diagonal (default the identity).
+        gaussian_weight: as for :class:`Standardized`; here the mixture's Gaussian is the full-covariance
+            Gaussian fitted to the data.
 
     Attributes:
         family: ``"whitened"`` (checkpoint registry key).
@@ -249,8 +300,9 @@ class Whitened(Standardized):
         event_shape: tuple[int, ...] | list[int] | None = None,
         loc: Tensor | None = None,
         scale_tril: Tensor | None = None,
+        gaussian_weight: float = 0.0,
     ) -> None:
-        super().__init__(model, event_shape=event_shape, loc=loc)
+        super().__init__(model, event_shape=event_shape, loc=loc, gaussian_weight=gaussian_weight)
         if len(self.event_shape) != 1:
             raise ValueError(f"event_shape must be (D,) to whiten (vectors only), got {self.event_shape}")
         dim = self.event_shape[0]
@@ -276,10 +328,12 @@ class Whitened(Standardized):
         return -torch.diagonal(self.scale_tril.double()).log().sum()
 
 
-def whiten(model: nn.Module, data: Tensor, *, min_scale: float = 1e-6, jitter: float = 1e-6) -> Whitened:
+def whiten(model: nn.Module, data: Tensor, *, min_scale: float = 1e-6, jitter: float = 1e-6,
+           gaussian_weight: float = 0.0) -> Whitened:
     r"""Wrap ``model`` in :class:`Whitened` with ``loc`` the mean of ``data: (N, D)`` and ``scale_tril`` the
     Cholesky factor of its covariance, ``L = diag(s) chol(R + jitter I)`` (``s`` the standard deviations with
     the floor of :func:`standardize`, ``R`` the correlation matrix), computed once in float64.
+    ``gaussian_weight`` mixes that Gaussian into the model (see :class:`Standardized`).
 
     Example:
         >>> import torch
@@ -303,4 +357,5 @@ def whiten(model: nn.Module, data: Tensor, *, min_scale: float = 1e-6, jitter: f
     corr = torch.cov(((values - loc) / scale).T).reshape(data.shape[1], data.shape[1])
     corr = corr + jitter * torch.eye(data.shape[1], dtype=corr.dtype)
     tril = scale[:, None] * torch.linalg.cholesky(corr)
-    return Whitened(model, event_shape=(data.shape[1],), loc=loc.float(), scale_tril=tril.float()).to(data.device)
+    return Whitened(model, event_shape=(data.shape[1],), loc=loc.float(), scale_tril=tril.float(),
+                    gaussian_weight=gaussian_weight).to(data.device)

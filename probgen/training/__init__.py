@@ -1,7 +1,8 @@
 """``probgen.fit``: the one training loop for every probgen model.
 
 ``fit`` draws minibatches, takes optimizer steps, shows a progress bar, stops on a non-finite value,
-writes atomic checkpoints, resumes a run exactly where it stopped, and stops cleanly on Ctrl-C. It
+writes atomic checkpoints, resumes a run exactly where it stopped, stops cleanly on Ctrl-C, and
+scores a held-out split to keep the best parameters and stop early (``validation=``). It
 knows nothing about the families: a model only has to follow the training contract of
 ``CONTRIBUTING.md``:
 
@@ -24,6 +25,7 @@ The package, one module per concern:
 ``guard``                 the NaN guard, :class:`NonFiniteLossError`
 ``state``                 the resumable state: minibatch sampler, RNG states, checkpoint payload
 ``interrupt``             Ctrl-C / SIGTERM: finish the step, checkpoint, :class:`TrainingInterrupted`
+``validation``            ``validation=``: held-out scores, the best parameters, early stopping
 ``history``               :class:`History`
 ========================  ==================================================================
 

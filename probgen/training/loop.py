@@ -21,6 +21,7 @@ from probgen.training.interrupt import StopOnSignal, TrainingInterrupted
 from probgen.training.options import Data, PathLike, check_fit_args, lr_factor
 from probgen.training.state import BatchSampler, Run, remove_stale_temp_files
 from probgen.training.steps import default_step, make_optimizers, step_config, two_player_step
+from probgen.training.validation import Validator, split_off
 
 __all__ = ["fit"]
 
@@ -45,6 +46,9 @@ def fit(
     callback: Callable[[int, float, dict[str, float]], Any] | None = None,
     log_every: int = 10,
     batch_transform: Callable[[Tensor], Tensor] | None = None,
+    validation: float | Tensor | tuple[Tensor, ...] | None = None,
+    eval_every: int | None = None,
+    patience: int | None = None,
 ) -> History:
     r"""Train ``model`` on ``data`` for ``steps`` minibatch steps.
 
@@ -103,6 +107,20 @@ def fit(
     :mod:`probgen.training.guard`); checkpoints are never written from non-finite parameters, so the
     file on disk is the last good one.
 
+    Validation and early stopping: with ``validation=`` (a held-out tensor shaped like ``data``, or a
+    fraction ``f`` in ``(0, 1)``: ``round(f N)`` rows split off the training data by a permutation drawn
+    from ``seed``, never in a training batch) the held-out set is scored every ``eval_every`` steps and
+    after the last one by the model's mean ``loss`` (for a flow the mean negative log-likelihood, in
+    nats) in eval mode, without gradients, with the model's own random draws from a fixed seed in a
+    forked RNG (the same noise at every evaluation; the training run is not perturbed). The parameters
+    of the best evaluation are restored when the run ends; with ``patience=P`` it ends after ``P``
+    evaluations in a row without improvement (early stopping; Papamakarios et al., 2017,
+    arXiv:1705.07057). The history records every score, ``best_step``, ``best_validation_loss`` and
+    ``stopped_early`` (see :mod:`probgen.training.validation`). A checkpoint holds the validation
+    state (the best parameters included), so an interrupted run resumes exactly; the last checkpoint
+    holds the restored best parameters and marks the run finished: resuming an early-stopped run
+    returns at once, and a finished run cannot be continued to more ``steps``.
+
     Interrupts: the first SIGINT (Ctrl-C) or SIGTERM while the steps run lets the current step
     finish, writes its checkpoint (when ``checkpoint`` is set) and raises
     :class:`~probgen.training.TrainingInterrupted` (a :class:`KeyboardInterrupt`); ``resume=True``
@@ -138,6 +156,13 @@ def fit(
             fresh uniform dequantization noise for discrete data
             (``lambda k: probgen.data.dequantize(k, 17) * 2 - 1``); it may draw from the global RNG,
             whose state checkpoints keep, so a resumed run still reproduces an uninterrupted one.
+            Validation batches go through it too (with the validation's fixed noise).
+        validation: ``None``, a fraction in ``(0, 1)`` of the data to hold out, or held-out rows (a
+            tensor, or a tuple of tensors like ``data``); see above.
+        eval_every: steps between validation scores; default one pass over the training rows
+            (``max(N_train // batch_size, 1)`` steps). Only with ``validation``.
+        patience: stop after this many evaluations in a row without a better validation score;
+            ``None`` (default) trains all ``steps`` and restores the best. Only with ``validation``.
 
     Returns:
         The :class:`History` of the run (for a resumed run, including the steps before the resume).
@@ -162,13 +187,23 @@ def fit(
     o = check_fit_args(model, data, steps=steps, batch_size=batch_size, lr=lr, seed=seed, device=device,
                        checkpoint=checkpoint, resume=resume, checkpoint_every=checkpoint_every, progress=progress,
                        grad_clip=grad_clip, weight_decay=weight_decay, lr_schedule=lr_schedule, callback=callback,
-                       log_every=log_every, batch_transform=batch_transform)
+                       log_every=log_every, batch_transform=batch_transform, validation=validation,
+                       eval_every=eval_every, patience=patience)
     steps, dev, rank, world_size, target = o.steps, o.device, o.rank, o.world_size, o.target
+    record = read_checkpoint(target) if resume and target is not None and target.is_file() else None
 
     # ---- set up -----------------------------------------------------------------------------
     model.to(dev)
     model.train()
     tensors = tuple(t.to(dev) for t in o.tensors)
+    val_tensors, val_what, val_seed = None, None, None
+    if isinstance(o.validation, float):
+        val_seed = _validation_seed(o.seed, record)
+        tensors, val_tensors = split_off(tensors, o.validation, val_seed)
+        val_what = f"fraction {o.validation!r}"
+    elif o.validation is not None:
+        val_tensors = tuple(t.to(dev) for t in o.validation)
+        val_what = f"{len(val_tensors[0])} held-out rows"
     if o.seed is not None:
         import pyro
 
@@ -187,13 +222,28 @@ def fit(
         "steps": steps, "batch_size": o.batch_size, "lr": o.lr, "seed": o.seed, "weight_decay": o.weight_decay,
         "grad_clip": o.grad_clip, "lr_schedule": o.schedule if isinstance(o.schedule, str) else "callable",
         "checkpoint_every": o.checkpoint_every, "num_data": sampler.num_data, "two_player": o.two_player,
-        "device": str(dev), "world_size": world_size,
+        "device": str(dev), "world_size": world_size, "validation": None, "eval_every": None,
     }
-    run = Run(model, steps, target, optimizers, schedulers, sampler, fit_args, dev, rank, world_size)
+    validator = None
+    if val_tensors is not None:
+        every = o.eval_every or max(sampler.num_data // sampler.global_batch, 1)  # default: one pass over the data
+        validator = Validator(model, val_tensors, eval_every=every, patience=o.patience, batch_size=o.batch_size,
+                              batch_transform=batch_transform, device=dev)
+        fit_args.update({"validation": val_what, "validation_seed": val_seed, "eval_every": every,
+                         "patience": o.patience})
+    run = Run(model, steps, target, optimizers, schedulers, sampler, fit_args, dev, rank, world_size,
+              validator=validator)
     config = step_config(run, two_player=o.two_player, params=params, grad_clip=o.grad_clip)
     start = 0
-    if resume and target is not None and target.is_file():
-        start = run.restore(read_checkpoint(target), o.seed)
+    if record is not None:
+        start = run.restore(record, o.seed)
+        if validator is not None and validator.finished == "end" and steps > start:
+            raise ValueError(
+                f"cannot resume from {target} to steps={steps}: that run finished at step {start} and its checkpoint "
+                f"holds the parameters of its best validation score (step {validator.best_step}), not those of step "
+                f"{start}; start a new run (resume=False)"
+            )
+    last_step = start if validator is not None and validator.finished == "early" else steps  # early-stopped: done
     if target is not None and rank == 0:
         remove_stale_temp_files(target)
 
@@ -208,7 +258,7 @@ def fit(
     # signals are caught in a single process only: ranks that stop at different steps would deadlock
     with StopOnSignal(enabled=world_size == 1) as stop:
         try:
-            for step in range(start + 1, steps + 1):
+            for step in range(start + 1, last_step + 1):
                 batch = sampler.next()
                 if batch_transform is not None:
                     batch = (batch_transform(batch[0]), *batch[1:])
@@ -230,8 +280,17 @@ def fit(
                 bar.update(1)
                 if step % log_every == 0 or step == steps:
                     bar.set_postfix(loss=f"{ema / ema_weight:.4g}", refresh=False)
-                if target is not None and (step % o.checkpoint_every == 0 or step == steps):
+                stop_early = False
+                if validator is not None and (step % validator.eval_every == 0 or step == steps):
+                    stop_early = validator.evaluate(step)
+                    if stop_early or step == steps:
+                        validator.restore_best(stopped_early=stop_early)  # the final checkpoint holds them
+                    run.history._set_validation(validator.to_history())
+                    bar.set_postfix(loss=f"{ema / ema_weight:.4g}", val=f"{validator.scores[-1]:.4g}", refresh=False)
+                if target is not None and (step % o.checkpoint_every == 0 or step == steps or stop_early):
                     run.write(step)
+                if stop_early:
+                    break
                 if stop.signal_name is not None:
                     raise _interrupted(run, step, stop.signal_name)
         finally:
@@ -240,6 +299,17 @@ def fit(
         raise parameters_nonfinite(run, steps, before_update=False)
     run.history.wall_time = wall_before + (time.perf_counter() - t0)
     return run.history
+
+
+def _validation_seed(seed: int | None, record: Any) -> int:
+    """The seed of the validation split: the fit's seed, else the one a resumed checkpoint used, else a fresh one."""
+    if seed is not None:
+        return seed
+    if record is not None:
+        saved = (record.get("training") or {}).get("fit_args", {}).get("validation_seed")
+        if saved is not None:
+            return int(saved)
+    return int(torch.Generator().seed() % 2**62)  # from the OS
 
 
 def _interrupted(run: Run, step: int, signal_name: str) -> TrainingInterrupted:

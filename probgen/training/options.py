@@ -24,6 +24,7 @@ from probgen._checks import (
     check_int,
     check_nonnegative,
     check_positive,
+    check_probability,
     check_tensor,
 )
 from probgen.checkpoint import checkpoint_file
@@ -55,6 +56,10 @@ class Options:
     device: torch.device
     rank: int = 0
     world_size: int = 1
+    #: ``validation=``: ``None``, a fraction of the training rows to hold out, or held-out tensors
+    validation: float | tuple[Tensor, ...] | None = None
+    eval_every: int | None = None
+    patience: int | None = None
 
 
 def rank_and_world_size() -> tuple[int, int]:
@@ -64,8 +69,8 @@ def rank_and_world_size() -> tuple[int, int]:
 
 def check_fit_args(model: Any, data: Data, *, steps: Any, batch_size: Any, lr: Any, seed: Any, device: Any,
                    checkpoint: Any, resume: Any, checkpoint_every: Any, progress: Any, grad_clip: Any,
-                   weight_decay: Any, lr_schedule: Any, callback: Any, log_every: Any, batch_transform: Any
-                   ) -> Options:
+                   weight_decay: Any, lr_schedule: Any, callback: Any, log_every: Any, batch_transform: Any,
+                   validation: Any = None, eval_every: Any = None, patience: Any = None) -> Options:
     """Validate the arguments of :func:`probgen.fit` (and join the process group under torchrun)."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -116,6 +121,8 @@ def check_fit_args(model: Any, data: Data, *, steps: Any, batch_size: Any, lr: A
             "configure_optimizers"
         )
     tensors = prepare_data(data)
+    validation, eval_every, patience = check_validation_args(model, tensors, validation, eval_every, patience,
+                                                             two_player=two_player)
     dev = resolve_device(device, model)
     # ---- distributed (torchrun) -----------------------------------------------------------------
     distributed.init_from_env(device=dev)
@@ -152,7 +159,45 @@ def check_fit_args(model: Any, data: Data, *, steps: Any, batch_size: Any, lr: A
         )
 
     return Options(two_player, steps, batch_size, lr, seed, weight_decay, grad_clip, schedule, log_every, target,
-                   checkpoint_every, tensors, dev, rank, world_size)
+                   checkpoint_every, tensors, dev, rank, world_size, validation, eval_every, patience)
+
+
+def check_validation_args(model: Any, tensors: tuple[Tensor, ...], validation: Any, eval_every: Any, patience: Any,
+                          *, two_player: bool) -> tuple[float | tuple[Tensor, ...] | None, int | None, int | None]:
+    """Check ``validation`` (a fraction in ``(0, 1)`` or held-out tensors shaped like ``data``), ``eval_every``
+    and ``patience`` (integers >= 1, only with ``validation``)."""
+    if validation is None:
+        for name, value in (("patience", patience), ("eval_every", eval_every)):
+            if value is not None:
+                raise ValueError(f"{name}={value!r} needs validation= (a fraction of the data to hold out, e.g. 0.1, "
+                                 "or a held-out tensor)")
+        return None, None, None
+    if not callable(getattr(model, "loss", None)):
+        raise TypeError(f"validation= scores the model's loss(*batch), which {type(model).__name__} does not have "
+                        "(a two-player model); train it without validation")
+    if isinstance(validation, (float, int)) and not isinstance(validation, bool):
+        held: float | tuple[Tensor, ...] = check_probability("validation", validation, open_low=True, open_high=True)
+    elif isinstance(validation, (Tensor, tuple, list)):
+        try:
+            held = prepare_data(validation)
+        except (TypeError, ValueError) as error:
+            raise type(error)(f"validation: {error}") from None
+        if len(held) != len(tensors):
+            raise ValueError(f"validation has {len(held)} tensor(s) but data has {len(tensors)}; pass the held-out "
+                             "rows in the same form as data")
+        for i, (v, t) in enumerate(zip(held, tensors)):
+            if tuple(v.shape[1:]) != tuple(t.shape[1:]) or v.dtype != t.dtype:
+                what = "validation" if len(held) == 1 else f"validation[{i}]"
+                raise ValueError(f"{what} has rows of shape {tuple(v.shape[1:])} and dtype {v.dtype}; the data's "
+                                 f"are {tuple(t.shape[1:])} and {t.dtype}")
+    else:
+        raise TypeError("validation must be None, a fraction in (0, 1) of the data to hold out, or a held-out Tensor "
+                        f"(or tuple of tensors, like data); got {type(validation).__name__}")
+    if eval_every is not None:
+        eval_every = check_int("eval_every", eval_every, minimum=1)
+    if patience is not None:
+        patience = check_int("patience", patience, minimum=1)
+    return held, eval_every, patience
 
 
 def prepare_data(data: Data) -> tuple[Tensor, ...]:

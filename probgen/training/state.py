@@ -30,7 +30,8 @@ from probgen.training.history import History
 __all__: list[str] = []  # internal to probgen.training
 
 # fit arguments that must agree between a checkpoint and the run resuming it
-_RESUME_ARGS = ("batch_size", "seed", "lr", "weight_decay", "grad_clip", "lr_schedule", "num_data", "two_player")
+_RESUME_ARGS = ("batch_size", "seed", "lr", "weight_decay", "grad_clip", "lr_schedule", "validation", "eval_every",
+                "num_data", "two_player")
 
 
 class BatchSampler:
@@ -145,6 +146,8 @@ class Run:
     history: History = field(default_factory=History)
     #: the step held by the checkpoint on disk (``None`` before the first write of this run)
     saved_step: int | None = None
+    #: validation and early stopping (:mod:`probgen.training.validation`), when ``fit`` got ``validation=``
+    validator: Any = None
 
     def payload(self, step: int, rng: dict[str, Any], rng_per_rank: list[Any] | None) -> dict[str, Any]:
         """The checkpoint record at ``step``: the model header and weights, and the training state."""
@@ -162,6 +165,8 @@ class Run:
         }
         if rng_per_rank is not None:
             payload["training"]["rng_per_rank"] = rng_per_rank
+        if self.validator is not None:
+            payload["training"]["validation"] = self.validator.state_dict()
         return payload
 
     def write(self, step: int) -> None:
@@ -220,6 +225,8 @@ class Run:
                     pyro.set_rng_seed((seed or 0) + self.rank + 7919 * int(training.get("step", 0)))
             self.sampler.load_state_dict(training["sampler"])
             self.history = History.from_dict(training["history"])
+            if self.validator is not None:
+                self.validator.load_state_dict(training["validation"])
         except (KeyError, TypeError, IndexError, AttributeError, RuntimeError) as error:
             raise CheckpointError(
                 f"{target} holds a malformed training state ({type(error).__name__}: {error})"
