@@ -27,7 +27,8 @@ from torch import Tensor
 
 from probgen._checks import check_int
 
-__all__ = ["evaluate", "sample_metrics", "compare_figure", "has_image_features", "FEATURE_MAPS"]
+__all__ = ["evaluate", "sample_metrics", "compare_figure", "has_image_features", "FEATURE_MAPS",
+           "metric_sampler_options", "draw_samples", "describe_sampler"]
 
 
 def _entry(value: float, *, stderr: float | None = None, unit: str = "", kind: str = "sample") -> dict[str, Any]:
@@ -114,8 +115,63 @@ def _range(dataset) -> tuple[float, float]:
     return (-1.0, 1.0) if data_range is None else (float(data_range[0]), float(data_range[1]))
 
 
+def metric_sampler_options(model, *, method: str | None = None, steps: int | None = None) -> dict[str, Any]:
+    """Sampler options for sample metrics: ``method``/``steps`` when given (checked by the family's recipe),
+    otherwise the family's fast metric sampler (``Recipe.metric_sampler``: DPM-Solver++ at 20–30 network
+    passes for DDPM and score SDEs instead of ancestral sampling's 1000), otherwise ``{}`` (the default sampler).
+
+    Example:
+        >>> import probgen as pg
+        >>> metric_sampler_options(pg.diffusion.DDPM((2,), num_steps=50))
+        {'method': 'dpm-solver', 'steps': 20}
+    """
+    from probgen import recipes
+
+    recipe = recipes.for_model(model)
+    if method is not None or steps is not None:
+        return recipe.sample_options(method=method, steps=steps)
+    return dict(recipe.metric_sampler or {})
+
+
+def draw_samples(model, num_samples: int, *, sample_opts: dict[str, Any] | None = None, batch_size: int = 250,
+                 callback=None) -> tuple[Tensor, int | None]:
+    """``num_samples`` draws of ``model`` on the CPU, ``batch_size`` at a time, with the family's sampler and
+    ``sample_opts``; returns ``(samples, nfe)`` with ``nfe`` the network evaluations per draw for
+    the families that count them (diffusion samplers; ``None`` otherwise). ``callback(n)`` is called after each
+    chunk of ``n`` draws (a progress bar). Seed with ``torch.manual_seed`` before the call."""
+    from probgen import recipes
+    from probgen.ops import chunk_sizes
+
+    num_samples = check_int("num_samples", num_samples, minimum=1)
+    batch_size = check_int("batch_size", batch_size, minimum=1)
+    recipe = recipes.for_model(model)
+    opts = dict(sample_opts or {})
+    counts = recipe.metric_sampler is not None and "method" in opts  # the diffusion samplers return their NFE
+    chunks, nfe = [], None
+    for n in chunk_sizes(num_samples, batch_size):
+        out = recipe.sample(model, n, **({**opts, "return_nfe": True} if counts else opts))
+        if isinstance(out, tuple):
+            out, nfe = out[0], int(out[1])
+        chunks.append(out.detach().cpu())
+        if callback is not None:
+            callback(n)
+    return torch.cat(chunks), nfe
+
+
+def describe_sampler(sample_opts: dict[str, Any], nfe: int | None) -> str:
+    """Words for the sampler of :func:`draw_samples`: ``"sampler dpm-solver, 20 steps, NFE 20"``."""
+    if not sample_opts:
+        return "the family's default sampler" + (f", NFE {nfe}" if nfe is not None else "")
+    words = [f"sampler {sample_opts['method']}" if "method" in sample_opts else "the family's default sampler"]
+    if sample_opts.get("steps") is not None:
+        words.append(f"{sample_opts['steps']} steps")
+    if nfe is not None:
+        words.append(f"NFE {nfe}")
+    return ", ".join(words)
+
+
 def evaluate(model, dataset, *, num_samples: int = 2000, seed: int = 0, likelihood: bool = True,
-             sample_opts: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+             sample_opts: dict[str, Any] | None = None, samples: Tensor | None = None) -> dict[str, dict[str, Any]]:
     """Every metric that applies to ``model``'s family on ``dataset``'s test split.
 
     Args:
@@ -124,7 +180,10 @@ def evaluate(model, dataset, *, num_samples: int = 2000, seed: int = 0, likeliho
         num_samples: model draws for the sample metrics (and the number of test points they are compared to).
         seed: seeds the sampling and the stochastic metrics.
         likelihood: include the family's likelihood metrics (exact, bounds or AIS).
-        sample_opts: options for the family's sampler (``method``, ``steps``).
+        sample_opts: options for the family's sampler (``method``, ``steps``); ``None``: the family's fast
+            metric sampler (:func:`metric_sampler_options`; e.g. DPM-Solver++ with 20 steps for a DDPM).
+        samples: draws already made (``(N, *event)``, e.g. by :func:`draw_samples`); then ``num_samples`` and
+            ``sample_opts`` are not used.
 
     Returns:
         ``name -> {"value", "stderr", "unit", "kind"}``.
@@ -142,8 +201,11 @@ def evaluate(model, dataset, *, num_samples: int = 2000, seed: int = 0, likeliho
             out[name] = {"value": stat["value"], "stderr": stat.get("stderr"), "unit": stat.get("unit", "nats"),
                          "kind": "likelihood"}
     out.update(recipe.extra_metrics(model, dataset))
-    torch.manual_seed(seed)
-    samples = recipe.sample(model, num_samples, **(sample_opts or {})).detach().cpu()
+    if samples is None:
+        torch.manual_seed(seed)
+        opts = metric_sampler_options(model) if sample_opts is None else sample_opts
+        samples, _ = draw_samples(model, num_samples, sample_opts=opts)
+    samples = samples.detach().cpu()
     samples = samples.reshape(len(samples), *dataset.event_shape)
     out.update(sample_metrics(samples, dataset.test, reference=dataset.train[: len(dataset.test)],
                               image_features=has_image_features(dataset.event_shape),

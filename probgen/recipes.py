@@ -57,6 +57,9 @@ class Recipe:
     kinds: tuple[str, ...] = ()  #: valid ``--kind`` values (empty: the option is not used)
     objectives: tuple[str, ...] = ()  #: valid ``--objective`` values
     sample_methods: tuple[str, ...] = ()  #: valid ``--method`` values for `probgen sample`
+    #: sampler options for sample metrics (FID/KID) when no ``--method`` is given: a fast sampler for families
+    #: whose default takes many network passes per draw (``None``: the family's default sampler)
+    metric_sampler: dict[str, Any] | None = None
     bounds: tuple[str, ...] = ()  #: valid ``--bound`` values for `probgen nll`
     traces: tuple[str, ...] = ()  #: valid ``--trace`` values for `probgen nll`
     #: the model is a density over continuous values: quantized data (digits) are dequantized for it

@@ -125,7 +125,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("dir", metavar="DIR", help="a folder written by `probgen fit` (or a checkpoint file)")
     evaluate.add_argument("--data", required=True, help="the data set the model was trained on (its test split)")
     _add_data_dir(evaluate)
-    evaluate.add_argument("-n", "--num-samples", type=_positive_int, default=2000, help="model draws for sample metrics")
+    evaluate.add_argument("-n", "--num-samples", type=_positive_int, default=None,
+                          help="model draws for sample metrics (default: as many as take about 2 minutes, 200 to 2000)")
+    evaluate.add_argument("--method", default=None,
+                          help="sampler for the sample metrics (default: the family's fast one, e.g. dpm-solver)")
+    evaluate.add_argument("--steps", type=_positive_int, default=None, help="sampler steps")
     evaluate.add_argument("--no-likelihood", action="store_true", help="skip likelihood metrics (AIS can be slow)")
     evaluate.add_argument("--out", default=None, help="JSON file (default: DIR/evaluation.json)")
     evaluate.add_argument("--force", action="store_true", help="overwrite an existing --out file")

@@ -111,8 +111,10 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     print(f"trained in {train_seconds:.1f} s; {how}" + (":" if rows else ""))
     if rows:
         _print_table(rows)
+    drawn, sampling = _post_fit_sample_metrics(model, dataset, report, args.eval, train_seconds=train_seconds,
+                                               seed=args.seed, progress=not args.no_progress)
 
-    samples = recipe.sample(model, _figure_samples(args.num_samples, dataset))
+    samples = drawn[:64] if drawn is not None else recipe.sample(model, _figure_samples(args.num_samples, dataset))
     png = ckpt.parent / "samples.png"
     recipe.plot(samples, dataset, path=str(png))
     summary = {
@@ -130,6 +132,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
            if history.best_step is not None else {}),
         "evaluation": how,
         "metrics": report,
+        **({"sample_metrics": sampling} if sampling else {}),
         "versions": {"probgen": probgen.__version__, "torch": torch.__version__},
     }
     _atomic_write_text(ckpt.parent / "summary.json", json.dumps(summary, indent=2, default=_json_default) + "\n")
@@ -250,6 +253,46 @@ def _post_fit_evaluation(recipe, model, dataset, mode: str, *, progress: bool):
                 f"cost of one solve to about {_QUICK_EVAL_SECONDS:.0f} s; values are mean ± standard error "
                 "(--eval full for all)")
     return report, what
+
+
+#: ``--eval quick``: draws for FID/KID after ``fit``, sized from the measured cost of a probe draw to at most
+#: ``_QUICK_SAMPLE_FRACTION`` of the training time and ``_QUICK_EVAL_SECONDS``, within ``_QUICK_SAMPLES``
+#: (fewest, most); ``--eval full`` draws ``_FULL_SAMPLES`` (as ``probgen evaluate -n 2000``)
+_QUICK_SAMPLES = (100, 500)
+_QUICK_SAMPLE_FRACTION = 0.25
+_FULL_SAMPLES = 2000
+
+
+def _post_fit_sample_metrics(model, dataset, report: dict, mode: str, *, train_seconds: float, seed: int,
+                             progress: bool):
+    """FID and KID (with its standard error) on the shipped classifier's features (8×8 digits, 28×28 MNIST-like
+    images: :data:`probgen.evaluation.FEATURE_MAPS`) of draws by the family's fast metric sampler against as
+    many test images, printed and returned as ``(draws, summary)``; ``(None, {})`` with ``--eval none``, for
+    other data, or when the evaluation already has them (GANs). ``quick`` sizes the draw to a fraction of
+    the training time (:data:`_QUICK_SAMPLES`); FID is biased upward at small ``n``, KID is not."""
+    from probgen.cli.sample_eval import _metric_samples
+    from probgen.evaluation import has_image_features, metric_sampler_options, sample_metrics
+
+    if mode == "none" or not has_image_features(dataset.event_shape) or any(k.startswith("FID") for k in report):
+        return None, {}
+    full = min(_FULL_SAMPLES, len(dataset.test))
+    quick = mode == "quick"
+    budget = min(_QUICK_EVAL_SECONDS, _QUICK_SAMPLE_FRACTION * train_seconds)
+    bounds = (min(_QUICK_SAMPLES[0], full), min(_QUICK_SAMPLES[1], full)) if quick else (full, full)
+    opts = metric_sampler_options(model)
+    samples, info = _metric_samples(model, num_samples=None if quick else full, budget=budget, bounds=bounds,
+                                    sample_opts=opts, seed=seed + 2, progress=progress)
+    samples = samples.reshape(len(samples), *dataset.event_shape)
+    low, high = (-1.0, 1.0) if getattr(dataset, "data_range", None) is None else dataset.data_range
+    table = sample_metrics(samples, dataset.test, image_features=True, data_range=(float(low), float(high)), seed=seed)
+    picked = {k: v for k, v in table.items() if k.startswith(("FID", "KID"))}
+    n = info["num_samples"]
+    sized = (f"sized to about {budget:.0f} s ({_QUICK_SAMPLE_FRACTION:.0%} of training, at most "
+             f"{_QUICK_EVAL_SECONDS:.0f} s) within {bounds[0]}-{bounds[1]}; --eval full for {full}; " if quick else "")
+    print(f"sample metrics ({mode}) in {info['seconds']:.1f} s of sampling: {n} samples by {info['sampler']} against "
+          f"the first {n} test images ({sized}FID is biased upward at small n, KID is unbiased):")
+    _print_table([(name, _fmt(v["value"], v.get("stderr"), "")) for name, v in picked.items()])
+    return samples, {**info, "metrics": picked}
 
 
 def _resumed_model(ckpt: Path, built, kind: str | None):

@@ -149,26 +149,77 @@ def _evaluate_with_progress(recipe, model, dataset, *, progress: bool, **options
         return recipe.evaluate(model, dataset, **options)
 
 
+#: ``probgen evaluate`` without ``-n``: model draws for the sample metrics, sized from the measured cost of a
+#: probe draw to about ``_EVALUATE_SAMPLE_SECONDS`` and kept within ``_EVALUATE_SAMPLES`` (fewest, most)
+_EVALUATE_SAMPLE_SECONDS = 120.0
+_EVALUATE_SAMPLES = (200, 2000)
+#: the probe draw that measures the sampler's cost (its draws are kept)
+_SAMPLE_PROBE = 16
+
+
+def _metric_samples(model, *, num_samples: int | None, budget: float, bounds: tuple[int, int], sample_opts: dict,
+                    seed: int, progress: bool, desc: str = "sampling for metrics") -> tuple[object, dict]:
+    """Draws for the sample metrics (FID/KID) with ``sample_opts`` (:func:`probgen.evaluation.draw_samples`).
+
+    ``num_samples=None`` sizes the draw: a probe of ``_SAMPLE_PROBE`` draws is timed, and as many draws as
+    fit in ``budget`` seconds at that cost are made, at least ``bounds[0]`` and at most ``bounds[1]`` (rounded
+    down to a multiple of 50). Returns the samples and ``{"num_samples", "sampler", "nfe", "seconds",
+    "sample_opts"}``; the global RNG is seeded with ``seed`` first, so the draws are reproducible."""
+    import torch
+
+    from probgen import _progress
+    from probgen.evaluation import describe_sampler, draw_samples
+
+    torch.manual_seed(seed)
+    start = time.perf_counter()
+    parts, nfe = [], None
+    if num_samples is None:
+        probe, nfe = draw_samples(model, _SAMPLE_PROBE, sample_opts=sample_opts)
+        parts.append(probe)
+        per_sample = (time.perf_counter() - start) / _SAMPLE_PROBE
+        fits = int(budget / max(per_sample, 1e-9)) // 50 * 50
+        num_samples = min(max(fits, bounds[0]), bounds[1])
+    rest = num_samples - sum(len(p) for p in parts)
+    if rest > 0:
+        with _progress.bar(rest, desc, enabled=progress, unit="sample") as bar:
+            more, more_nfe = draw_samples(model, rest, sample_opts=sample_opts, callback=bar.update)
+        parts.append(more)
+        nfe = more_nfe if more_nfe is not None else nfe
+    samples = torch.cat(parts)[:num_samples]
+    seconds = time.perf_counter() - start
+    return samples, {"num_samples": len(samples), "sampler": describe_sampler(sample_opts, nfe), "nfe": nfe,
+                     "seconds": round(seconds, 3), "sample_opts": dict(sample_opts)}
+
+
 def _metric_rows(table: dict[str, dict]) -> list[tuple[str, str]]:
     return [(name, _fmt(v["value"], v.get("stderr"), v.get("unit", ""))) for name, v in table.items()]
 
 
 def _evaluate_dir(path: str, args: argparse.Namespace, dataset, device: str):
-    from probgen.evaluation import evaluate
+    """Load the run in ``path`` and evaluate it: draws for the sample metrics (``-n``, or sized to a budget
+    when ``-n`` is not given; the family's fast metric sampler unless ``--method``/``--steps``), then
+    :func:`probgen.evaluation.evaluate` on them. Returns the model, the table, the draws and how they were made."""
+    from probgen import recipes
+    from probgen.evaluation import evaluate, metric_sampler_options
 
     model = _load_model(path, device)
-    from probgen import recipes
-
     recipe = recipes.for_model(model)
     dataset, _ = recipe.prepare_dataset(dataset)  # e.g. grey images, dynamically binarized for an RBM
     recipe.check_data(model, dataset)
-    table = evaluate(model, dataset, num_samples=args.num_samples, seed=args.seed,
-                     likelihood=not args.no_likelihood)
-    return model, table
+    opts = metric_sampler_options(model, method=getattr(args, "method", None), steps=getattr(args, "steps", None))
+    model.eval()
+    most = len(dataset.test)  # the metrics compare as many test points as draws
+    samples, info = _metric_samples(model, num_samples=args.num_samples, budget=_EVALUATE_SAMPLE_SECONDS,
+                                    bounds=tuple(min(b, most) for b in _EVALUATE_SAMPLES), sample_opts=opts,
+                                    seed=args.seed,
+                                    progress=not args.no_progress)
+    samples = samples.reshape(len(samples), *dataset.event_shape)
+    table = evaluate(model, dataset, seed=args.seed, likelihood=not args.no_likelihood, samples=samples)
+    return model, table, samples, info
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from probgen import _progress, recipes
+    from probgen import recipes
     from probgen.data import load_dataset as load_data
 
     device = _check_device(args.device)
@@ -177,13 +228,16 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else (Path(args.dir) if Path(args.dir).is_dir() else Path(args.dir).parent) / "evaluation.json"
     _check_out_file("--out", out, suffixes=(".json",), force=args.force or args.out is None)
     dataset = load_data(args.data, seed=args.seed, data_dir=args.data_dir)
-    with _progress.bar(1, f"evaluating {args.dir}", enabled=not args.no_progress, unit="run") as bar:
-        model, table = _evaluate_dir(args.dir, args, dataset, device)
-        bar.update(1)
-    print(f"{recipes.for_model(model).describe(model)} on {dataset.name} (test split, {args.num_samples} samples):")
+    start = time.perf_counter()
+    model, table, _, info = _evaluate_dir(args.dir, args, dataset, device)
+    seconds = time.perf_counter() - start
+    sized = "" if args.num_samples is not None else \
+        f", sized to about {_EVALUATE_SAMPLE_SECONDS:.0f} s of sampling (-n to choose)"
+    print(f"{recipes.for_model(model).describe(model)} on {dataset.name} (test split; {info['num_samples']} samples by "
+          f"{info['sampler']} in {info['seconds']:.1f} s{sized}; {seconds:.1f} s in all):")
     _print_table(_metric_rows(table))
-    payload = {"dir": str(args.dir), "data": dataset.name, "num_samples": args.num_samples, "seed": args.seed,
-               "metrics": table}
+    payload = {"dir": str(args.dir), "data": dataset.name, "num_samples": info["num_samples"], "seed": args.seed,
+               "sampling": info, "seconds": round(seconds, 3), "metrics": table}
     _atomic_write_text(out, json.dumps(payload, indent=2, default=_json_default) + "\n")
     print(f"wrote {out}")
     return 0
@@ -192,7 +246,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _cmd_compare(args: argparse.Namespace) -> int:
     import torch
 
-    from probgen import _progress, recipes
+    from probgen import _progress
     from probgen.data import load_dataset as load_data
     from probgen.evaluation import compare_figure
 
@@ -212,11 +266,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
             if name in tables:
                 name = d
             bar.set_postfix_str(name)
-            model, table = _evaluate_dir(d, args, dataset, device)
-            torch.manual_seed(args.seed)
-            recipe = recipes.for_model(model)
-            draws = recipe.sample(model, min(args.num_samples, 2000)).detach().cpu()
-            samples[name] = draws.reshape(len(draws), *dataset.event_shape)
+            _, table, draws, _ = _evaluate_dir(d, args, dataset, device)
+            samples[name] = draws[:2000]  # the figure shows the draws the metrics scored
             names.append(name)
             tables[name] = table
             bar.update(1)
