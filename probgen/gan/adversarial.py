@@ -145,9 +145,9 @@ class AdversarialModel(nn.Module):
             :class:`~probgen.gan.conv_nets.DCGANGenerator` (batch normalisation, tanh output; sampled in eval
             mode) and :class:`~probgen.gan.conv_nets.DCGANDiscriminator`; ``"upsample"`` the earlier
             :class:`~probgen.gan.conv_nets.ConvGenerator` / :class:`~probgen.gan.conv_nets.ConvDiscriminator`.
-        conv_norm: the DCGAN discriminator's normalisation (:data:`~probgen.gan.conv_nets.DISCRIMINATOR_NORMS`);
-            default the family's (``_conv_norm_default``: ``"spectral"`` for GAN, ``"none"`` for WGAN-GP, whose
-            gradient penalty already bounds the critic's slope).
+        conv_norm: the DCGAN discriminator's normalisation (:data:`~probgen.gan.conv_nets.DISCRIMINATOR_NORMS`):
+            ``"none"`` (default; on MNIST spectral normalisation did not train faster, docs/gan.md "GANs on
+            MNIST"), ``"spectral"`` or ``"layer"``; the ``"upsample"`` nets take ``"none"`` only.
         num_updates: ``k``, discriminator (critic) updates per generator update; a subclass exposes it under
             its paper's name (``_num_updates_name``: ``d_steps`` for GAN, ``n_critic`` for WGAN-GP).
         num_updates_name: deprecated (warns): that name, now the class attribute ``_num_updates_name``.
@@ -160,7 +160,6 @@ class AdversarialModel(nn.Module):
     family: str = ""
     _betas_default: tuple[float, float] = (0.5, 0.999)
     _num_updates_name: str = "num_updates"
-    _conv_norm_default: str = "none"
 
     def __init__(
         self,
@@ -175,7 +174,7 @@ class AdversarialModel(nn.Module):
         batch_mode: str = "reuse",
         conv_channels: Sequence[int] | None = None,
         conv_arch: str = "dcgan",
-        conv_norm: str | None = None,
+        conv_norm: str = "none",
         num_updates: int = 1,
         num_updates_name: str | None = None,
     ) -> None:
@@ -203,8 +202,6 @@ class AdversarialModel(nn.Module):
                              if net is not None)
         self.conv_channels = None if conv_channels is None else _check_conv_channels(conv_channels, self.event_shape)
         self.conv_arch = check_choice("conv_arch", conv_arch, CONV_ARCHS)
-        if conv_norm is None:
-            conv_norm = self._conv_norm_default if self.conv_arch == "dcgan" else "none"
         self.conv_norm = check_choice("conv_norm", conv_norm, DISCRIMINATOR_NORMS)
         if self.conv_channels is not None and self.conv_arch == "upsample" and self.conv_norm != "none":
             raise ValueError(f"conv_norm={self.conv_norm!r} needs conv_arch='dcgan' (the 'upsample' nets have no "

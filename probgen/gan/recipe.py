@@ -18,7 +18,7 @@ class GANRecipe(Recipe):
     has_likelihood = False
     settings = {
         "default": {"fit": {"steps": 1000, "batch_size": 256, "lr": 1e-3}},
-        # images: DCGAN nets (probgen.gan.conv_nets: BN generator, spectrally normalised LeakyReLU discriminator),
+        # images: DCGAN nets (probgen.gan.conv_nets: BatchNorm generator, LeakyReLU(0.2) discriminator, no pooling),
         # Adam(2e-4, betas 0.5, 0.999) as Radford et al.; measured on MNIST in docs/gan.md "GANs on MNIST"
         "grayscale": {"model": {"conv_channels": (32, 64), "latent_dim": 64},
                       "fit": {"steps": 3000, "batch_size": 64, "lr": 2e-4}},
