@@ -59,9 +59,9 @@ class WGANGPRecipe(GANRecipe):
     settings = {
         **GANRecipe.settings,
         "grayscale": {"model": {"conv_channels": (32, 64), "latent_dim": 64},
-                      "fit": {"steps": 1000, "batch_size": 64, "lr": 2e-4}},
+                      "fit": {"steps": 700, "batch_size": 64, "lr": 2e-4}},
         "colour": {"model": {"conv_channels": (32, 64), "latent_dim": 64},
-                   "fit": {"steps": 1000, "batch_size": 64, "lr": 2e-4}},
+                   "fit": {"steps": 700, "batch_size": 64, "lr": 2e-4}},
     }
 
     def _model_class(self):

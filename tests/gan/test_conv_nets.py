@@ -141,3 +141,24 @@ def test_conv_options_are_checked():
         GAN((1, 28, 28), conv_channels=(4, 8), conv_arch="upsample", conv_norm="spectral")
     assert GAN((1, 28, 28), conv_channels=(4, 8)).conv_norm == "none"
     assert GAN((1, 28, 28), conv_channels=(4, 8), conv_norm="spectral").config()["conv_norm"] == "spectral"
+
+
+def test_image_rows_of_the_gan_recipes():
+    """grayscale / colour rows: DCGAN nets (32, 64) with a 64-d latent; GAN 3000 steps, WGAN-GP 700 (each of its
+    steps costs n_critic = 5 critic updates with the penalty's double backward); the other rows are the GAN's."""
+    from probgen import registry
+    from probgen.data.dataset import DataSet
+    from probgen.gan.conv_nets import DCGANDiscriminator, DCGANGenerator
+
+    for shape in ((1, 28, 28), (3, 32, 32), (1, 8, 8)):
+        x = torch.rand(8, *shape) * 2 - 1
+        data = DataSet(name="tiny", train=x[:4], test=x[4:], event_shape=shape, log_prob=None, entropy=None,
+                       num_levels=None, data_range=(-1.0, 1.0), labels_train=None, labels_test=None, kind="image")
+        for family, steps in (("gan", 3000), ("wgan-gp", 700)):
+            recipe = registry.recipe(family)
+            model = recipe.build(data)
+            assert isinstance(model.generator, DCGANGenerator) and isinstance(model.discriminator, DCGANDiscriminator)
+            assert model.latent_dim == 64 and model.conv_channels == (32, 64) and model.conv_norm == "none"
+            assert recipe.fit_options(data)["steps"] == steps
+    gan, wgan = registry.recipe("gan").settings, registry.recipe("wgan-gp").settings
+    assert all(wgan[row] == gan[row] for row in gan if row not in ("grayscale", "colour"))
