@@ -44,7 +44,7 @@ def test_image_rows_build_a_multiscale_flow_on_the_data_range(shape, row, scales
 
 
 def test_image_rows_build_conv_vae_and_conv_gans():
-    for shape, channels in (((1, 28, 28), [16, 32]), ((3, 32, 32), [32, 64])):
+    for shape, channels in (((1, 28, 28), [32, 64]), ((3, 32, 32), [32, 64])):
         data = _images(shape)
         vae = registry.recipe("vae").build(data)
         assert vae.conv_channels is not None and tuple(vae.event_shape) == shape

@@ -29,13 +29,25 @@ from probgen._checks import (
     check_shape_arg,
     check_widths,
 )
-from probgen.gan.conv_nets import ConvDiscriminator, ConvGenerator
+from probgen.gan.conv_nets import (
+    DISCRIMINATOR_NORMS,
+    ConvDiscriminator,
+    ConvGenerator,
+    DCGANDiscriminator,
+    DCGANGenerator,
+)
 from probgen.gan.losses import sample_diversity
 from probgen.gan.nets import _Discriminator, _Generator
 from probgen.nn import ACTIVATIONS
 from probgen.protocol import ModelDistribution
 
-__all__ = ["AdversarialModel", "BATCH_MODES"]
+__all__ = ["AdversarialModel", "BATCH_MODES", "CONV_ARCHS"]
+
+#: the image networks ``conv_channels=`` builds: ``"dcgan"`` (default; :class:`~probgen.gan.conv_nets.DCGANGenerator`
+#: with batch normalisation and :class:`~probgen.gan.conv_nets.DCGANDiscriminator`) or ``"upsample"`` (the earlier
+#: :class:`~probgen.gan.conv_nets.ConvGenerator` / :class:`~probgen.gan.conv_nets.ConvDiscriminator`, no
+#: normalisation; kept for checkpoints written with them)
+CONV_ARCHS: tuple[str, ...] = ("dcgan", "upsample")
 
 
 BATCH_MODES: tuple[str, ...] = ("reuse", "split")
@@ -126,10 +138,16 @@ class AdversarialModel(nn.Module):
         activation: activation of the built-in MLPs (a name for ``config()``).
         betas: Adam ``(β₁, β₂)``; default the family's (``_betas_default``).
         batch_mode: ``"reuse"`` or ``"split"`` (see :data:`BATCH_MODES`).
-        conv_channels: for image events ``(C, H, W)``: build DCGAN-style conv nets
-            (:class:`~probgen.gan.conv_nets.ConvGenerator`, tanh output, and
-            :class:`~probgen.gan.conv_nets.ConvDiscriminator`) with these channel counts instead of MLPs;
-            recorded by ``config()`` so that checkpoints rebuild them.
+        conv_channels: for image events ``(C, H, W)``: build convolutional nets with these channel counts
+            (per stride-2 level, from the image side) instead of MLPs; recorded by ``config()`` so that
+            checkpoints rebuild them.
+        conv_arch: which conv nets (:data:`CONV_ARCHS`): ``"dcgan"`` (default) builds
+            :class:`~probgen.gan.conv_nets.DCGANGenerator` (batch normalisation, tanh output; sampled in eval
+            mode) and :class:`~probgen.gan.conv_nets.DCGANDiscriminator`; ``"upsample"`` the earlier
+            :class:`~probgen.gan.conv_nets.ConvGenerator` / :class:`~probgen.gan.conv_nets.ConvDiscriminator`.
+        conv_norm: the DCGAN discriminator's normalisation (:data:`~probgen.gan.conv_nets.DISCRIMINATOR_NORMS`):
+            ``"none"`` (default; on MNIST spectral normalisation did not train faster, docs/gan.md "GANs on
+            MNIST"), ``"spectral"`` or ``"layer"``; the ``"upsample"`` nets take ``"none"`` only.
         num_updates: ``k``, discriminator (critic) updates per generator update; a subclass exposes it under
             its paper's name (``_num_updates_name``: ``d_steps`` for GAN, ``n_critic`` for WGAN-GP).
         num_updates_name: deprecated (warns): that name, now the class attribute ``_num_updates_name``.
@@ -155,6 +173,8 @@ class AdversarialModel(nn.Module):
         betas: Sequence[float] | None = None,
         batch_mode: str = "reuse",
         conv_channels: Sequence[int] | None = None,
+        conv_arch: str = "dcgan",
+        conv_norm: str = "none",
         num_updates: int = 1,
         num_updates_name: str | None = None,
     ) -> None:
@@ -181,7 +201,17 @@ class AdversarialModel(nn.Module):
         self._custom = tuple(n for n, net in (("generator", generator), ("discriminator", discriminator))
                              if net is not None)
         self.conv_channels = None if conv_channels is None else _check_conv_channels(conv_channels, self.event_shape)
-        if self.conv_channels is not None:  # image GANs: DCGAN-style nets, rebuilt from the config
+        self.conv_arch = check_choice("conv_arch", conv_arch, CONV_ARCHS)
+        self.conv_norm = check_choice("conv_norm", conv_norm, DISCRIMINATOR_NORMS)
+        if self.conv_channels is not None and self.conv_arch == "upsample" and self.conv_norm != "none":
+            raise ValueError(f"conv_norm={self.conv_norm!r} needs conv_arch='dcgan' (the 'upsample' nets have no "
+                             "normalisation); pass conv_norm='none'")
+        if self.conv_channels is not None and self.conv_arch == "dcgan":  # image GANs, rebuilt from the config
+            default_g = lambda: DCGANGenerator(self.latent_dim, self.event_shape,  # noqa: E731
+                                               channels=self.conv_channels)
+            default_d = lambda: DCGANDiscriminator(self.event_shape, channels=self.conv_channels,  # noqa: E731
+                                                   norm=self.conv_norm)
+        elif self.conv_channels is not None:
             default_g = lambda: ConvGenerator(self.latent_dim, self.event_shape,  # noqa: E731
                                               channels=self.conv_channels, output="tanh")
             default_d = lambda: ConvDiscriminator(self.event_shape, channels=self.conv_channels)  # noqa: E731
@@ -232,15 +262,22 @@ class AdversarialModel(nn.Module):
         return self.generator(z)
 
     def sample(self, num_samples: int) -> Tensor:
-        """Draw ``num_samples`` points by running :meth:`model` (without gradients).
+        """Draw ``num_samples`` points by running :meth:`model` (without gradients), with the generator in
+        ``eval()`` mode for the call (batch normalisation then uses its running statistics, so each draw depends
+        on its own ``z`` only; the generator's mode is restored afterwards).
 
         Seed with ``pyro.set_rng_seed`` / ``torch.manual_seed``: the same seed gives the same draws.
 
         Returns:
             ``(num_samples, *event_shape)`` on the model's device and dtype.
         """
-        with torch.no_grad():
-            return self.model(num_samples)
+        was_training = self.generator.training
+        self.generator.eval()
+        try:
+            with torch.no_grad():
+                return self.model(num_samples)
+        finally:
+            self.generator.train(was_training)
 
     def _draw_latents(self, n: int) -> Tensor:
         return torch.randn(n, self.latent_dim, dtype=self._anchor.dtype, device=self._anchor.device)
@@ -392,7 +429,8 @@ class AdversarialModel(nn.Module):
             "betas": list(self.betas),
             "batch_mode": self.batch_mode,
             self._num_updates_name: self.num_updates,
-            **({"conv_channels": list(self.conv_channels)} if self.conv_channels is not None else {}),
+            **({"conv_channels": list(self.conv_channels), "conv_arch": self.conv_arch, "conv_norm": self.conv_norm}
+               if self.conv_channels is not None else {}),
         }
 
     def config(self) -> dict[str, Any]:

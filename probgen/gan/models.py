@@ -83,7 +83,7 @@ class GAN(AdversarialModel):
             :class:`~probgen.gan.adversarial.AdversarialModel`: ``latent_dim=8``, ``generator``,
             ``discriminator`` (of logits), ``hidden=(128, 128, 128)``, ``activation="relu"``, ``betas``
             (default ``(0.5, 0.999)``, Radford et al. 2015, arXiv:1511.06434), ``batch_mode="reuse"``,
-            ``conv_channels``.
+            ``conv_channels``, ``conv_arch="dcgan"``, ``conv_norm="none"`` (or ``"spectral"``, Miyato et al. 2018).
 
     Shapes:
         ``sample(n)``: ``(n, *event_shape)``; ``loss(x)``: scalar.
@@ -148,8 +148,9 @@ class WGANGP(AdversarialModel):
         n_critic: critic updates per generator update (5 in the paper).
         **options: as in :class:`GAN` (see :class:`~probgen.gan.adversarial.AdversarialModel`), except that
             ``discriminator`` is the critic ``f: (B, *event_shape) -> (B,)``, which must act per sample (no
-            batch normalisation) for the penalty to be right, and ``betas`` defaults to ``(0.0, 0.9)`` as in
-            the paper.
+            batch normalisation) for the penalty to be right, ``betas`` defaults to ``(0.0, 0.9)`` as in
+            the paper (the critic never uses batch normalisation; ``conv_norm="layer"`` is the per-sample
+            normalisation Gulrajani et al. suggest instead).
 
     References:
         Gulrajani et al. (2017), arXiv:1704.00028; Arjovsky et al. (2017), arXiv:1701.07875.
