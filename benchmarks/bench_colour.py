@@ -21,6 +21,8 @@ Sections (``--section``):
   scored on every held-out patch: the 8-bit uniform (8 bits/dim), an i.i.d. per-channel histogram (256 bins,
   add-one smoothing), and a "PNG-style" predictor (the first pixel of each row by the channel histogram, every
   other pixel by the histogram of its difference to its left neighbour, per channel);
+* ``figure`` — ``--figure`` (default ``docs/figures/colour_patches.png``): held-out patches next to samples
+  of each ``--runs`` folder, drawn by its recipe;
 * ``score`` — each ``--runs`` folder written by ``probgen fit FAMILY --data patches_train.npy`` scored on the
   held-out patches by the command line's own recipe (``probgen.registry``: the same numbers ``probgen nll``
   prints; flow and VAE on every held-out patch unless ``--num-test`` caps it, DDPM on its recipe's default
@@ -56,7 +58,7 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-SECTIONS = ("make", "baseline", "score")
+SECTIONS = ("make", "baseline", "score", "figure")
 PATCH = 32
 LEVELS = 256
 
@@ -146,16 +148,31 @@ def _mean_se(v) -> tuple[float, float]:
     return float(v.mean()), float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else float("nan")
 
 
+def _cli_split(out: Path) -> dict[str, np.ndarray]:
+    """The training file split as ``probgen fit`` splits it (seed 0, 90/10 at random), back as uint8
+    channels-last levels."""
+    from probgen.data import load_dataset
+
+    ds = load_dataset(out / "patches_train.npy")
+    return {split: ((getattr(ds, split) + 1) * (LEVELS - 1) / 2).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+            for split in ("train", "test")}
+
+
 def section_baseline(args) -> list[str]:
-    sets = _load(Path(args.out))
+    out = Path(args.out)
+    sets, cli = _load(out), _cli_split(out)
     t0 = time.perf_counter()
-    rows = baselines(sets["train"], sets["test"])
-    lines = [f"Baselines fitted on {len(sets['train']):,} training patches, scored on all {len(sets['test']):,} "
-             f"held-out patches ({time.perf_counter() - t0:.1f} s)", "",
-             "| model (discrete, of the 256 levels) | held-out bits/dim |", "|---|---|"]
-    for name, bpd in rows.items():
-        m, se = _mean_se(bpd)
-        lines.append(f"| {name} | {m:.3f} ± {se:.3f} |")
+    held = baselines(sets["train"], sets["test"])
+    split = baselines(cli["train"], cli["test"])
+    lines = [f"Baselines fitted on the training patches, scored on the {len(cli['test']):,} patches `probgen fit` "
+             f"holds out at random from the training file (fitted on its other {len(cli['train']):,}) and on all "
+             f"{len(sets['test']):,} patches of the held-out region (fitted on all {len(sets['train']):,} training "
+             f"patches); {time.perf_counter() - t0:.1f} s", "",
+             "| model (discrete, of the 256 levels) | bits/dim, fit's random 10 % | bits/dim, held-out region |",
+             "|---|---|---|"]
+    for name in held:
+        (m1, se1), (m2, se2) = _mean_se(split[name]), _mean_se(held[name])
+        lines.append(f"| {name} | {m1:.3f} ± {se1:.3f} | {m2:.3f} ± {se2:.3f} |")
     return lines
 
 
@@ -168,6 +185,9 @@ def _held_out(out: Path, train_ds):
 
     held = load_dataset(out / "patches_test.npy", n_test=1)  # the same file_levels path: (N, 3, 32, 32) in [-1, 1]
     test = torch.cat([held.train, held.test])
+    # a fixed random order: families that score the first few test points (DDPM, score SDE) get a random subset
+    # of the region, not its top-left corner
+    test = test[torch.randperm(len(test), generator=torch.Generator().manual_seed(0))]
     if tuple(test.shape[1:]) != tuple(train_ds.event_shape) or held.num_levels != train_ds.num_levels:
         raise SystemExit(f"held-out patches {tuple(test.shape[1:])}, {held.num_levels} levels do not match the "
                          f"training file's {tuple(train_ds.event_shape)}, {train_ds.num_levels} levels")
@@ -207,6 +227,37 @@ def section_score(args) -> list[str]:
     return lines
 
 
+def section_figure(args) -> list[str]:
+    """One panel of held-out patches and one of samples per run (each drawn by its recipe, as ``probgen sample``
+    draws them, seed 0), side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from probgen import recipes
+    from probgen.checkpoint import load
+    from probgen.diagnostics.plots import image_grid
+
+    out = Path(args.out)
+    n = args.num_images
+    held = torch.from_numpy(_load(out)["test"][:: max(1, len(_load(out)["test"]) // n)][:n]).permute(0, 3, 1, 2)
+    panels = [("held-out patches", held.float() * 2 / (LEVELS - 1) - 1)]
+    t0 = time.perf_counter()
+    for run in args.runs:
+        torch.manual_seed(0)
+        model = load(run, map_location="cpu").eval()
+        recipe = recipes.for_model(model)
+        panels.append((f"{Path(run).name}", recipe.sample(model, n).clamp(-1, 1)))
+    fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 2.9))
+    for ax, (title, images) in zip(np.atleast_1d(axes), panels):
+        image_grid(images, nrow=int(math.sqrt(n)), ax=ax, title=title)
+    fig.tight_layout()
+    Path(args.figure).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(args.figure, dpi=110)
+    return [f"wrote {args.figure}: {len(panels)} panels of {n} images ({time.perf_counter() - t0:.0f} s)"]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--section", choices=SECTIONS, default="make")
@@ -216,9 +267,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", nargs="*", default=[], help="score: folders written by `probgen fit`")
     p.add_argument("--num-test", type=int, default=None, help="score: held-out patches per run (default: all; "
                    "DDPM: its recipe's default)")
+    p.add_argument("--figure", default="docs/figures/colour_patches.png", help="figure: the PNG written")
+    p.add_argument("--num-images", type=int, default=16, help="figure: images per panel")
     p.add_argument("--output", default=None, help="also append the Markdown lines to this file")
     args = p.parse_args(argv)
-    lines = {"make": section_make, "baseline": section_baseline, "score": section_score}[args.section](args)
+    sections = {"make": section_make, "baseline": section_baseline, "score": section_score, "figure": section_figure}
+    lines = sections[args.section](args)
     text = "\n".join(lines)
     print(text)
     if args.output:
