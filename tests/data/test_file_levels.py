@@ -79,3 +79,30 @@ def test_image_file_is_dequantized_and_scored_in_bits_per_dim(tmp_path):
     # bits/dim of a density over dequantized values: (NLL - D log Δ) / (D ln 2), Δ = 2/256 the bin width
     d = 16
     assert bpd["value"] == pytest.approx((nll["value"] - d * np.log(step)) / (d * np.log(2)), rel=1e-6)
+
+
+def test_channels_last_uint8_32x32x3_file_is_the_colour_row(tmp_path):
+    """A user's (N, 32, 32, 3) uint8 file (CIFAR-style patches, channels-last) goes through the user-file path
+    as benchmarks/bench_colour.py uses it: (N, 3, 32, 32), every RGB triple kept in its pixel, 256 levels in
+    [-1, 1], the ``colour`` row of every image family, the image flow on dequantized pixels."""
+    pixels = _pixels((24, 32, 32, 3), seed=3)
+    pixels[0, 0, 0] = (0, 128, 255)
+    np.save(tmp_path / "patches.npy", pixels)
+    ds = load_dataset(tmp_path / "patches.npy", n_test=4)
+    assert ds.event_shape == (3, 32, 32) and ds.num_levels == 256 and ds.data_range == (-1.0, 1.0)
+    k = ((_all_rows(ds) + 1) * 255 / 2).round().to(torch.uint8).permute(0, 2, 3, 1)  # back to channels-last
+    rows = {bytes(r) for r in k.numpy().reshape(len(k), -1)}
+    assert rows == {bytes(r) for r in pixels.reshape(len(pixels), -1)}  # the same patches, shuffled into splits
+    assert (0, 128, 255) in {tuple(p) for p in k.numpy().reshape(-1, 3)[::1024]}  # a triple stays one pixel
+    prof = data_profile(ds)
+    assert (prof.row, prof.value_type, prof.event_shape, prof.size) == ("colour", "quantized", (3, 32, 32), 20)
+    for family in ("flow", "vae", "ddpm", "score-sde", "gan"):
+        recipe = registry.recipe(family)
+        assert recipe.profile(ds).row == "colour" and "colour" in recipe.settings, family
+    flow = registry.recipe("flow")
+    torch.manual_seed(0)
+    model = flow.build(ds).eval()
+    assert type(model).__name__ == "ImageFlow" and model.num_scales == 2 and tuple(model.event_shape) == (3, 32, 32)
+    with torch.no_grad():
+        lp = model.log_prob(flow.fit_options(ds)["batch_transform"](ds.test[:2]))
+    assert lp.shape == (2,) and bool(torch.isfinite(lp).all())
