@@ -4,6 +4,7 @@ image-flow checkpoint reads back through ``probgen nll`` and ``probgen sample``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import struct
@@ -171,3 +172,27 @@ def test_binarized_reads_levels_as_probabilities():
     se = float((p * (1 - p)).sum().sqrt() / p.numel())
     assert abs(float(b.test.mean() - p.mean())) < 4 * se
     assert binarized(b) is b
+
+
+def test_score_sde_recipe_samples_quantized_data_inside_its_range():
+    # the score SDE carries data_range for quantized data and its recipe clamps x̂_0 there with every method;
+    # an untrained (perturbed) network without the clamp throws samples far outside [-1, 1]
+    from probgen.diffusion import ScoreSDE
+
+    recipe, data = registry.recipe("score-sde"), _images((1, 8, 8), data_range=(-1.0, 1.0))
+    torch.manual_seed(0)
+    model = recipe.build(data)
+    assert model.data_range == (-1.0, 1.0)
+    assert ScoreSDE(**model.config()).data_range == (-1.0, 1.0)  # saved with the model
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p))
+    for opts in ({"method": "dpm++2m", "steps": 5}, {"method": "heun", "steps": 4}, {"method": "sde", "steps": 5},
+                 {"method": "ode", "solver": "euler", "steps": 5, "denoise": True}, {"method": "pc", "steps": 3}):
+        x = recipe.sample(model, 4, **opts)
+        assert float(x.abs().max()) <= 1.0 + 1e-5, opts  # float32 rounding of the last step x + (0 - σ)(x - D)/σ
+    unclipped = model.sample(4, method="dpm++2m", steps=5)
+    assert float(unclipped.abs().max()) > 1.0  # the check above could fail
+    # continuous data: no range, no clamp
+    continuous = dataclasses.replace(_images((1, 8, 8)), num_levels=None)
+    assert registry.recipe("score-sde").build(continuous).data_range is None

@@ -11,7 +11,7 @@
 
 Both build the Pyro model ``x ~ model.as_distribution(); y ~ LinearGaussian(op, σ)(x)`` and call
 :func:`probgen.infer.posterior_sample` (with ``clip_x0=model.data_range`` for a model of quantized data,
-such as a DDPM trained on images). Registered in :mod:`probgen.cli` by :func:`add_parsers`.
+such as a DDPM or a score SDE trained on images). Registered in :mod:`probgen.cli` by :func:`add_parsers`.
 """
 
 from __future__ import annotations
@@ -79,6 +79,7 @@ def _sample(model: Any, op: Any, y: Any, args: argparse.Namespace) -> Any:
     import pyro
     import torch
 
+    from probgen.diffusion.base import clamp_range
     from probgen.infer import LinearGaussian, posterior_sample
 
     lik = LinearGaussian(op, args.noise_std)
@@ -88,9 +89,9 @@ def _sample(model: Any, op: Any, y: Any, args: argparse.Namespace) -> Any:
         pyro.sample("y", lik(x), obs=y)
 
     opts = {"steps": args.steps} if args.steps is not None and args.method != "mcmc" else {}
-    if args.method != "mcmc" and getattr(model, "data_levels", None):
-        # quantized data (images) in a known range: clamp x̂₀ to it, as DDPM's own samplers can
-        opts["clip_x0"] = tuple(model.data_range)
+    if args.method != "mcmc" and clamp_range(model) is not None:
+        # quantized data (images) in a known range: clamp x̂₀ to it, as the models' own samplers can
+        opts["clip_x0"] = clamp_range(model)
     return posterior_sample(program, y.to(args.device), site="x", method=args.method, num_samples=args.num_samples,
                             generator=torch.Generator(device=args.device).manual_seed(args.seed), **opts)
 

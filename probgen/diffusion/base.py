@@ -27,6 +27,7 @@ from probgen.nn.ema import ema_update
 from probgen.protocol import ModelDistribution
 
 __all__ = [
+    "clamp_range",
     "_TRACES",
     "_check_shape_tuple",
     "_check_ema_decay",
@@ -45,6 +46,15 @@ _MLP_DEFAULTS: dict[str, Any] = {"hidden": [128, 128, 128], "embed_dim": 64, "em
 _UNET_DEFAULTS: dict[str, Any] = {"base_channels": 16, "channel_mults": [1, 2], "embed_dim": 64,
                                   "embedding": "fourier", "fourier_scale": 16.0}
 _IMAGE_SIZES = (8, 28, 32)
+
+
+def clamp_range(model: Any) -> tuple[float, float] | None:
+    """Where the command line clamps ``x̂_0`` when it samples ``model`` (``clip_x0``): the ``data_range`` of a
+    DDPM of quantized data (``data_levels`` set) or of a ScoreSDE that carries one; ``None`` otherwise."""
+    data_range = getattr(model, "data_range", None)
+    if data_range is None or getattr(model, "data_levels", True) is None:
+        return None
+    return float(data_range[0]), float(data_range[1])
 
 
 def _check_shape_tuple(event_shape: Any) -> tuple[int, ...]:
@@ -166,20 +176,26 @@ class _DiffusionBase(nn.Module):
         """
         return functools.partial(self._score, net=self._pick_net(use_ema))
 
-    def denoiser(self, *, use_ema: bool | None = None) -> Any:
+    def denoiser(self, *, use_ema: bool | None = None, clip_x0: Sequence[float] | None = None) -> Any:
         """The σ-space denoiser ``D(x, σ) ≈ E[x_0 | x]`` of this model (:class:`probgen.samplers.Denoiser`).
 
         Every sampler of :mod:`probgen.samplers.karras` (Euler/DDIM, Heun, ancestral, DPM-Solver++,
         reverse SDE, predictor–corrector, annealed Langevin) takes it; arguments are checked here, once.
+        ``clip_x0 = (low, high)`` clamps its ``x̂_0`` there (:meth:`~probgen.samplers.Denoiser.clamped`).
         """
-        return self._make_denoiser(self._pick_net(use_ema))
+        from probgen.samplers.base import _check_clip
+
+        clip = _check_clip(clip_x0)
+        denoiser = self._make_denoiser(self._pick_net(use_ema))
+        return denoiser if clip is None else denoiser.clamped(*clip)
 
     def _sample_sigma(self, num_samples: int, *, method: str, steps: int | None, generator: torch.Generator | None,
-                      use_ema: bool | None, device: Any, dtype: Any, **opts: Any) -> tuple[Tensor, int]:
+                      use_ema: bool | None, device: Any, dtype: Any, clip_x0: Sequence[float] | None = None,
+                      **opts: Any) -> tuple[Tensor, int]:
         """``sample(method=<a KARRAS_SAMPLERS name>)``: :func:`probgen.samplers.sample_denoiser` on :meth:`denoiser`."""
         from probgen.samplers.karras import sample_denoiser
 
-        denoiser = self.denoiser(use_ema=use_ema)
+        denoiser = self.denoiser(use_ema=use_ema, clip_x0=clip_x0)
         with torch.no_grad():
             x = sample_denoiser(denoiser, (num_samples, *self.event_shape), method=method,
                                 steps=18 if steps is None else steps, generator=generator, device=device,

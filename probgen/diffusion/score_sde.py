@@ -137,6 +137,9 @@ class ScoreSDE(_DiffusionBase):
         ema_decay: decay of the weight EMA in ``(0, 1)``, or ``None`` (no EMA).
         net_options: keyword arguments of the default network (overriding the built-in defaults);
             not allowed together with ``net``.
+        data_range: ``(low, high)`` of bounded data (images in ``[-1, 1]``), or ``None``. Saved with the
+            model; the command line's samplers clamp ``x̂_0`` there at every step (``sample(clip_x0=...)``),
+            as DDPM's do for its ``data_range``.
 
     Shapes: ``x: (B, *event_shape)``, ``t: (B,)``.
 
@@ -172,10 +175,17 @@ class ScoreSDE(_DiffusionBase):
         eps: float = 1e-5,
         ema_decay: float | None = None,
         net_options: Mapping[str, Any] | None = None,
+        data_range: Sequence[float] | None = None,
     ) -> None:
+        from probgen.samplers.base import _check_clip
+
         super().__init__()
         self.event_shape = _check_shape_tuple(event_shape)
         self.sde = _build_sde(sde)
+        try:
+            self.data_range = _check_clip(data_range)
+        except ValueError:
+            raise ValueError(f"data_range must be None or (low, high) with low < high, got {data_range!r}") from None
         self.parameterization = check_choice("parameterization", parameterization, PARAMETERIZATIONS)
         self.loss_weighting = check_choice_or_callable("loss_weighting", loss_weighting, LOSS_WEIGHTINGS)
         check_bool("importance_sampling", importance_sampling)
@@ -283,6 +293,7 @@ class ScoreSDE(_DiffusionBase):
         generator: torch.Generator | None = None,
         use_ema: bool | None = None,
         batch_size: int | None = None,
+        clip_x0: Sequence[float] | None = None,
         **opts: Any,
     ) -> Tensor | tuple[Tensor, int]:
         """Draw ``num_samples`` samples by solving the reverse process from the prior.
@@ -314,6 +325,10 @@ class ScoreSDE(_DiffusionBase):
             use_ema: as in :meth:`score`.
             batch_size: draw at most this many samples at a time (bounded memory for large ``B``);
                 ``None``: all at once. The NFE returned is summed over the chunks.
+            clip_x0: ``(low, high)``: clamp the denoiser's ``x̂_0`` there at every network evaluation (every
+                method; e.g. ``model.data_range`` for images), or ``None`` (no clamping). With an under-trained
+                network this keeps the samples in the data's range (the error of ``ε̂`` is multiplied by
+                ``σ(t)/α(t)``, about 150 at ``t = 1`` of the default VP SDE).
             **opts: further keyword options of the sampler (``eps``, ``snr``, ``rtol``, ...).
 
         Returns:
@@ -324,7 +339,7 @@ class ScoreSDE(_DiffusionBase):
         num_samples = check_int("num_samples", num_samples, minimum=1)
         if batch_size is not None and num_samples > check_int("batch_size", batch_size, minimum=1):
             parts = [self.sample(n, method=method, steps=steps, solver=solver, return_nfe=True, generator=generator,
-                                 use_ema=use_ema, **opts) for n in chunk_sizes(num_samples, batch_size)]
+                                 use_ema=use_ema, clip_x0=clip_x0, **opts) for n in chunk_sizes(num_samples, batch_size)]
             samples, nfe = torch.cat([p[0] for p in parts]), sum(p[1] for p in parts)
             return (samples, nfe) if return_nfe else samples
         method = check_choice("method", method, tuple(SAMPLE_METHODS))
@@ -338,9 +353,9 @@ class ScoreSDE(_DiffusionBase):
         if method in KARRAS_SAMPLERS:
             samples, nfe = self._sample_sigma(num_samples, method=method, steps=opts.pop("steps", None),
                                               generator=generator, use_ema=use_ema, device=device, dtype=dtype,
-                                              **opts)
+                                              clip_x0=clip_x0, **opts)
             return (samples, nfe) if return_nfe else samples
-        denoiser = self.denoiser(use_ema=use_ema)
+        denoiser = self.denoiser(use_ema=use_ema, clip_x0=clip_x0)
         shape = (num_samples, *self.event_shape)
         with torch.no_grad():
             if method == "annealed-langevin":
@@ -513,9 +528,11 @@ class ScoreSDE(_DiffusionBase):
             "eps": self.eps,
             "ema_decay": self.ema_decay,
             "net_options": copy.deepcopy(self._net_options),
+            "data_range": None if self.data_range is None else list(self.data_range),
         }
 
     def extra_repr(self) -> str:
         return (f"event_shape={self.event_shape}, sde={self.sde!r}, parameterization={self.parameterization!r}, "
                 f"loss_weighting={self.loss_weighting!r}, importance_sampling={self.importance_sampling}, "
-                f"eps={self.eps:g}, ema_decay={self.ema_decay}")
+                f"eps={self.eps:g}, ema_decay={self.ema_decay}"
+                + ("" if self.data_range is None else f", data_range={self.data_range}"))

@@ -333,9 +333,7 @@ def schedule_denoiser(eps_fn: Any, schedule: DiscreteSchedule, *, clip_x0: tuple
         fn = _CountedScore(predict, name) if detach else predict
         denoiser = PathDenoiser(path, fn, prediction="eps", t_min=1.0 / schedule.num_steps, t_max=1.0)
     if clip_x0 is not None:
-        inner = denoiser
-        denoiser = Denoiser(lambda x, sigma: inner(x, sigma).clamp(*clip_x0), sigma_min=inner.sigma_min,
-                            sigma_max=inner.sigma_max)
+        denoiser = denoiser.clamped(*clip_x0)
     return path, denoiser
 
 

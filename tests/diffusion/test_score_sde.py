@@ -139,6 +139,7 @@ def test_as_distribution_inside_a_pyro_model():
     {"sde": VESDE(sigma_min=0.02, sigma_max=10.0), "parameterization": "score", "ema_decay": 0.99},
     {"sde": {"name": "subvp", "beta_min": 0.2, "beta_max": 10.0}, "loss_weighting": "likelihood",
      "importance_sampling": True, "eps": 1e-4},
+    {"data_range": (0.0, 1.0)},
 ])
 def test_config_round_trip(kwargs, tmp_path):
     torch.manual_seed(0)
@@ -253,6 +254,27 @@ def test_bad_arguments():
         model.sample(2, method="pc", solver="rk4")
     with pytest.raises(ValueError, match="config.. cannot describe a callable loss_weighting"):
         _small(loss_weighting=lambda t: torch.ones_like(t)).config()
+    with pytest.raises(ValueError, match=r"data_range must be None or \(low, high\) with low < high, got \(1, 0\)"):
+        ScoreSDE((2,), data_range=(1, 0))
+    with pytest.raises(ValueError, match="clip_x0 must be None or"):
+        model.sample(2, method="euler", clip_x0=(1.0,))
+
+
+def test_clip_x0_clamps_the_denoiser_of_every_method():
+    # a score far too large (an untrained network at high noise): each method ends inside the clamp range,
+    # which binds (the unclamped draw leaves it); the clamped denoiser is the model's one, clamped
+    class FarNoise(ExactNoise):  # the exact noise of N(40 μ, s0² I) data, far outside [-1, 1]
+        def forward(self, x, t):
+            return super().forward(x - (self.sde.marginal_scale(t)[:, None] * 39 * MU).to(x), t)
+
+    model = ScoreSDE((2,), net=FarNoise(VPSDE()), data_range=(-1.0, 1.0))
+    x, sigma = torch.randn(3, 2, dtype=torch.float64) * 30, torch.full((3,), 2.0, dtype=torch.float64)
+    torch.testing.assert_close(model.denoiser(clip_x0=(-0.5, 0.5))(x, sigma), model.denoiser()(x, sigma).clamp(-0.5, 0.5))
+    for opts in ({"method": "dpm++2m", "steps": 6}, {"method": "euler", "steps": 6}, {"method": "sde", "steps": 8},
+                 {"method": "pc", "steps": 4}, {"method": "ode", "denoise": True}, {"method": "ode", "solver": "euler", "steps": 6, "denoise": True}):
+        out = model.sample(64, clip_x0=(-1.0, 1.0), generator=torch.Generator().manual_seed(1), **opts)
+        assert float(out.abs().max()) <= 1.0 + 1e-6, opts
+        assert float(model.sample(64, generator=torch.Generator().manual_seed(1), **opts).abs().max()) > 2.0, opts
 
 
 # --------------------------------------------------------------------------------------------- acceptance
