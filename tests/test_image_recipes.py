@@ -196,3 +196,12 @@ def test_score_sde_recipe_samples_quantized_data_inside_its_range():
     # continuous data: no range, no clamp
     continuous = dataclasses.replace(_images((1, 8, 8)), num_levels=None)
     assert registry.recipe("score-sde").build(continuous).data_range is None
+
+
+def test_score_sde_recipe_samples_large_images_with_its_metric_sampler():
+    # 28x28: the default draw is DPM-Solver++(2M) at 30 network passes, not the 1000-step reverse SDE
+    recipe = registry.recipe("score-sde")
+    model = recipe.build(_images((1, 28, 28), n=4))
+    x, nfe = recipe.sample(model, 1, return_nfe=True)
+    assert x.shape == (1, 1, 28, 28) and nfe == recipe.metric_sampler["steps"] == 30
+    assert float(x.abs().max()) <= 1.0 + 1e-5

@@ -152,7 +152,8 @@ class EDM(_DiffusionBase):
 
         ``method``: ``"heun"`` (EDM Algorithm 1; ``s_churn=..., s_tmin, s_tmax, s_noise`` for Algorithm 2),
         ``"euler"``, ``"euler-ancestral"``, ``"dpm++2m"``, ``"reverse-sde"``, ``"pc-sigma"``,
-        ``"annealed-langevin-sigma"``; ``opts`` go to the sampler (``rho`` to the grid).
+        ``"annealed-langevin-sigma"``; ``opts`` go to the sampler (``rho`` to the grid); ``clip_x0=(low, high)``
+        clamps the denoiser's ``x̂_0`` there (:meth:`~probgen.samplers.Denoiser.clamped`).
         """
         num_samples = check_int("num_samples", num_samples, minimum=1)
         method = check_choice("method", method, tuple(KARRAS_SAMPLERS))
