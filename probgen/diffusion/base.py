@@ -183,9 +183,9 @@ class _DiffusionBase(nn.Module):
         reverse SDE, predictor–corrector, annealed Langevin) takes it; arguments are checked here, once.
         ``clip_x0 = (low, high)`` clamps its ``x̂_0`` there (:meth:`~probgen.samplers.Denoiser.clamped`).
         """
-        from probgen.samplers.base import _check_clip
+        from probgen.samplers.base import check_clip
 
-        clip = _check_clip(clip_x0)
+        clip = check_clip(clip_x0)
         denoiser = self._make_denoiser(self._pick_net(use_ema))
         return denoiser if clip is None else denoiser.clamped(*clip)
 

@@ -177,13 +177,13 @@ class ScoreSDE(_DiffusionBase):
         net_options: Mapping[str, Any] | None = None,
         data_range: Sequence[float] | None = None,
     ) -> None:
-        from probgen.samplers.base import _check_clip
+        from probgen.samplers.base import check_clip
 
         super().__init__()
         self.event_shape = _check_shape_tuple(event_shape)
         self.sde = _build_sde(sde)
         try:
-            self.data_range = _check_clip(data_range)
+            self.data_range = check_clip(data_range)
         except ValueError:
             raise ValueError(f"data_range must be None or (low, high) with low < high, got {data_range!r}") from None
         self.parameterization = check_choice("parameterization", parameterization, PARAMETERIZATIONS)

@@ -181,7 +181,7 @@ def digits_probs(x: Tensor, *, batch_size: int = 1024) -> Tensor:
     """Class probabilities ``p(y | x)``, ``(B, 10)``, of the shipped classifier.
 
     Example:
-        >>> float(digits_probs(torch.zeros(1, 1, 8, 8)).sum())
+        >>> round(float(digits_probs(torch.zeros(1, 1, 8, 8)).sum()), 6)
         1.0
     """
     return torch.softmax(digits_logits(x, batch_size=batch_size), dim=-1)

@@ -28,7 +28,7 @@ from probgen.sde.discrete import DiscreteSchedule, uniform_timesteps
 
 __all__ = ["SampleResult", "Callback", "SigmaCallback", "check_sde", "check_callback", "check_eps",
            "check_sigma_sampler", "as_denoiser", "run_on_path", "run_on_sde", "schedule_denoiser",
-           "positive_levels", "denoise_to_zero"]
+           "positive_levels", "denoise_to_zero", "check_clip"]
 
 Callback = Callable[[int, Tensor, Any], None]
 """``callback(i, x, t)``: called after step ``i`` with the current state and time (or noise level)."""
@@ -275,10 +275,13 @@ def _check_timesteps(schedule: DiscreteSchedule, steps: Any, timesteps: Any, dev
     return timesteps
 
 
-def _check_clip(clip_x0: Any) -> tuple[float, float] | None:
+def check_clip(clip_x0: Any) -> tuple[float, float] | None:
+    """``clip_x0`` (a range to clamp ``x̂_0`` to) as ``(low, high)`` floats with ``low < high``, or ``None``."""
     if clip_x0 is None:
         return None
-    if not isinstance(clip_x0, (tuple, list)) or len(clip_x0) != 2 or not clip_x0[0] < clip_x0[1]:
+    if (not isinstance(clip_x0, (tuple, list)) or len(clip_x0) != 2
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in clip_x0)
+            or not clip_x0[0] < clip_x0[1]):
         raise ValueError(f"clip_x0 must be None or (low, high) with low < high, got {clip_x0!r}")
     return float(clip_x0[0]), float(clip_x0[1])
 

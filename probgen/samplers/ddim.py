@@ -31,7 +31,7 @@ from probgen.samplers.base import (
     Callback,
     SampleResult,
     _check_callback,
-    _check_clip,
+    check_clip,
     _check_schedule,
     _check_timesteps,
     _start,
@@ -95,7 +95,7 @@ def sample_ancestral(
     """
     schedule = _check_schedule(schedule)
     callback = _check_callback(callback)
-    clip = _check_clip(clip_x0)
+    clip = check_clip(clip_x0)
     n = schedule.num_steps
     if isinstance(variance, Tensor):
         check_tensor("variance", variance, ndim=1)
@@ -167,7 +167,7 @@ def sample_ddim(
     """
     schedule = _check_schedule(schedule)
     callback = _check_callback(callback)
-    clip = _check_clip(clip_x0)
+    clip = check_clip(clip_x0)
     eta = check_nonnegative("eta", eta)
     x = _start(shape_or_x, generator=generator, device=device, dtype=dtype)
     taus = _check_timesteps(schedule, steps, timesteps, x.device)

@@ -40,7 +40,7 @@ from probgen.samplers.base import (
     SampleResult,
     SigmaCallback,
     _check_callback,
-    _check_clip,
+    check_clip,
     _check_schedule,
     _start,
     check_sigma_sampler,
@@ -321,7 +321,7 @@ def sample_dpm_solver(
     """
     schedule = _check_schedule(schedule)
     callback = _check_callback(callback)
-    clip = _check_clip(clip_x0)
+    clip = check_clip(clip_x0)
     steps = check_int("steps", steps, minimum=1)
     order = check_int("order", order, minimum=1, maximum=3)
     method = check_choice("method", method, DPM_SOLVER_METHODS)

@@ -35,6 +35,7 @@ from probgen.infer.posterior.langevin import annealed_langevin
 from probgen.infer.posterior.mcmc import mcmc
 from probgen.infer.posterior.pigdm import pigdm
 from probgen.infer.posterior.smc import smc
+from probgen.samplers.base import check_clip
 
 __all__ = ["posterior_sample", "PosteriorResult", "POSTERIOR_METHODS"]
 
@@ -151,12 +152,7 @@ def posterior_sample(model: Callable, *args: Any, site: str, method: str = "smc"
     num_samples = check_int("num_samples", num_samples, minimum=1)
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
-    if clip_x0 is not None:
-        if (not isinstance(clip_x0, (tuple, list)) or len(clip_x0) != 2
-                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in clip_x0)
-                or not clip_x0[0] < clip_x0[1]):
-            raise ValueError(f"clip_x0 must be None or (low, high) with low < high, got {clip_x0!r}")
-        clip_x0 = (float(clip_x0[0]), float(clip_x0[1]))
+    clip_x0 = check_clip(clip_x0)
     likelihood = ModelLikelihood(model, args, {}, site)
     prior_model = getattr(likelihood.prior, "model", None)
     if method in _LINEAR_METHODS and likelihood.linear is None:
