@@ -105,3 +105,16 @@ def test_as_distribution_checks(cls, args, net_arg, opts):
 def test_ddpm_as_distribution_steps_are_capped_at_num_steps():
     with pytest.raises(ValueError, match="steps must be <= 10"):
         DDPM((2,), 10, net_options={"hidden": [8]}).as_distribution(steps=11)
+
+
+def test_clamp_range_is_the_data_range_of_quantized_models_only():
+    # where probgen fit/sample/evaluate/condition clamp x̂_0: a DDPM of quantized data, a ScoreSDE carrying a range
+    from probgen.diffusion import DDPM, EDM, ScoreSDE
+    from probgen.diffusion.base import clamp_range
+
+    small = {"net_options": {"hidden": [8]}}
+    assert clamp_range(DDPM((2,), num_steps=10, **small)) is None  # continuous data: data_range is only a default
+    assert clamp_range(DDPM((2,), num_steps=10, data_levels=4, data_range=(0, 3), **small)) == (0.0, 3.0)
+    assert clamp_range(ScoreSDE((2,), **small)) is None
+    assert clamp_range(ScoreSDE((2,), data_range=(-1, 1), **small)) == (-1.0, 1.0)
+    assert clamp_range(EDM((2,), **small)) is None
