@@ -60,6 +60,9 @@ class Recipe:
     #: sampler options for sample metrics (FID/KID) when no ``--method`` is given: a fast sampler for families
     #: whose default takes many network passes per draw (``None``: the family's default sampler)
     metric_sampler: dict[str, Any] | None = None
+    #: the evaluation's fixed part (the RBM's log Z bracket) is computed once per set of parameters and cached, so
+    #: after the first probe of `probgen fit --eval quick` only the points cost time (they are then all scored)
+    cached_fixed_cost = False
     bounds: tuple[str, ...] = ()  #: valid ``--bound`` values for `probgen nll`
     traces: tuple[str, ...] = ()  #: valid ``--trace`` values for `probgen nll`
     #: the model is a density over continuous values: quantized data (digits) are dequantized for it

@@ -452,3 +452,35 @@ def test_quick_evaluation_reuses_its_probe_and_skips_a_probe_that_cannot_fit(mon
     report, what = fit_cmd._post_fit_evaluation(SlowRecipe(), None, dataset, "quick", progress=False)
     assert calls == [8] and report == {"n": 8}
     assert "the first 8 of 100 test points" in what
+
+
+def test_quick_evaluation_scores_every_point_when_a_cached_fixed_cost_is_paid(monkeypatch):
+    """--eval quick with a recipe whose fixed part is cached (the RBM's log Z bracket): the first probe pays it,
+    the second costs only its points, and then every test point is scored — not the first 8 — because the
+    points are cheap (the MNIST RBM's quick evaluation had scored 8 images after a 200 s bracket)."""
+    import time
+    from types import SimpleNamespace
+
+    import probgen.cli.fit as fit_cmd
+
+    calls, paid = [], []
+
+    class CachedRecipe:
+        cached_fixed_cost = True
+
+        def default_eval_points(self, dataset):
+            return None
+
+        def evaluate(self, model, dataset, *, num_points=None):
+            calls.append(num_points)
+            if not paid:
+                time.sleep(0.3)  # the fixed part, once: over the whole budget
+                paid.append(True)
+            time.sleep(0.0005 * (num_points or len(dataset.test)))
+            return {"n": num_points}
+
+    monkeypatch.setattr(fit_cmd, "_QUICK_EVAL_SECONDS", 0.2)
+    dataset = SimpleNamespace(test=list(range(100)))
+    report, what = fit_cmd._post_fit_evaluation(CachedRecipe(), None, dataset, "quick", progress=False)
+    assert calls == [8, 32, None] and report == {"n": None}
+    assert "100 test points (all)" in what

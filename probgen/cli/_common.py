@@ -218,23 +218,29 @@ def _measure_cost(recipe, model, dataset, options: dict, *, budget: float | None
     """Seconds of ``recipe.evaluate`` as ``fixed + per_point * n``, measured on probes of 8 and 32 test points
     (a fixed part such as an AIS estimate of log Z is told apart from the per-point solves; a probe that
     fails, e.g. too few points for a metric, raises and the caller goes without an estimate). When the small
-    probe alone says the large one would not fit in ``budget`` seconds, the large probe is skipped. Returns
-    ``(fixed, per_point, reports)`` with ``reports[n]`` the table of the probe of ``n`` points, so that a
-    caller that settles on a probe's size reuses it instead of scoring the same points again. The global RNG
-    is restored afterwards, so the probes change nothing that follows."""
+    probe alone says the large one would not fit in ``budget`` seconds, the large probe is skipped (unless the
+    recipe caches its fixed part, ``Recipe.cached_fixed_cost``: then the large probe costs only its points and
+    ``fixed`` is what the first probe paid beyond them). Returns ``(fixed, per_point, reports)`` with
+    ``reports[n]`` the table of the probe of ``n`` points, so that a caller that settles on a probe's size reuses
+    it instead of scoring the same points again. The global RNG is restored afterwards, so the probes change
+    nothing that follows."""
     import torch
 
     state = torch.get_rng_state()
     costs, reports = [], {}
     small, large = _PROBES
+    cached = bool(getattr(recipe, "cached_fixed_cost", False))
     try:
         for probe in _PROBES:
             start = time.perf_counter()
             reports[probe] = recipe.evaluate(model, dataset, **{**options, "num_points": probe})
             costs.append(time.perf_counter() - start)
-            if budget is not None and probe == small and costs[0] * large / small > budget:
+            if budget is not None and probe == small and costs[0] * large / small > budget and not cached:
                 return 0.0, costs[0] / small, reports
     finally:
         torch.set_rng_state(state)
+    if cached:  # the second probe paid no fixed part
+        per_point = max(costs[1] / large, 1e-9)
+        return max(costs[0] - small * per_point, 0.0), per_point, reports
     per_point = max((costs[1] - costs[0]) / (large - small), costs[1] / large * 0.05, 1e-9)
     return max(costs[0] - small * per_point, 0.0), per_point, reports

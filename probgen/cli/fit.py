@@ -232,6 +232,8 @@ def _post_fit_evaluation(recipe, model, dataset, mode: str, *, progress: bool):
         except (ValueError, RuntimeError):
             fixed = per_point = None
         if per_point is not None:
+            # a cached fixed part (the RBM's log Z bracket) was paid by the probes: only the points remain
+            fixed = 0.0 if getattr(recipe, "cached_fixed_cost", False) else fixed
             estimate = fixed + per_point * full
             if mode == "quick" and estimate > _QUICK_EVAL_SECONDS:
                 fit_points = max((_QUICK_EVAL_SECONDS - fixed) / per_point, _PROBES[0])

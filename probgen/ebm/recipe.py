@@ -67,6 +67,8 @@ class RBMRecipe(Recipe):
     binary_data = True
     #: the last :class:`probgen.ebm.rbm_ais.LogPartitionBracket` computed by :meth:`log_likelihoods`
     log_z_bracket = None
+    #: that bracket is the evaluation's fixed cost, paid once per set of parameters (free energies are cheap)
+    cached_fixed_cost = True
     _bracket_key = None
 
     def check_dataset(self, dataset) -> None:
