@@ -302,9 +302,14 @@ class Recipe:
             opts["steps"] = steps
         return opts
 
+    def sampler_options(self, model, opts: dict[str, Any]) -> dict[str, Any]:
+        """The options :meth:`sample` passes to ``model.sample``: ``opts`` with the family's defaults for this
+        model laid under them (e.g. a few-step sampler for large images; `probgen sample` prints them)."""
+        return dict(opts)
+
     def sample(self, model, num_samples: int, **opts) -> Tensor:
         with torch.no_grad():
-            return model.sample(num_samples, **opts)
+            return model.sample(num_samples, **self.sampler_options(model, opts))
 
     def plot(self, samples: Tensor, dataset, *, path: str) -> None:
         from probgen.diagnostics import plots

@@ -205,3 +205,9 @@ def test_score_sde_recipe_samples_large_images_with_its_metric_sampler():
     x, nfe = recipe.sample(model, 1, return_nfe=True)
     assert x.shape == (1, 1, 28, 28) and nfe == recipe.metric_sampler["steps"] == 30
     assert float(x.abs().max()) <= 1.0 + 1e-5
+    # what `probgen sample` prints: the options the recipe passes (the user's own win)
+    assert recipe.sampler_options(model, {}) == {"method": "dpm++2m", "steps": 30, "clip_x0": (-1.0, 1.0)}
+    assert recipe.sampler_options(model, {"method": "sde", "clip_x0": (0, 1)}) == {"method": "sde", "clip_x0": (0, 1)}
+    ddpm = registry.recipe("ddpm")
+    assert ddpm.sampler_options(ddpm.build(_images((1, 28, 28), n=4)), {}) == {
+        "method": "ddim", "steps": 50, "clip_x0": (-1.0, 1.0)}

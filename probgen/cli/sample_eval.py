@@ -92,7 +92,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
         atomic_write(base, lambda handle: np.save(handle, samples.numpy()))
     recipe.plot(samples, None, path=str(png))
-    how = ", ".join(f"{k}={v}" for k, v in opts.items()) or "default sampler"
+    how = ", ".join(f"{k}={v}" for k, v in recipe.sampler_options(model, opts).items()) or "default sampler"
     print(f"drew {len(samples):,} samples ({how}) in {seconds:.2f} s; wrote {base} and {png}")
     return 0
 

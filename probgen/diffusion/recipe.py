@@ -73,17 +73,17 @@ class ScoreSDERecipe(Recipe):
             options["data_range"] = tuple(dataset.data_range)  # quantized data: sample() clamps x̂_0 there
         return self.standardized(ScoreSDE(tuple(dataset.event_shape), **options), dataset)
 
-    def sample(self, model, num_samples: int, **opts) -> Tensor:
+    def sampler_options(self, model, opts):
+        opts = dict(opts)
         if opts.get("method") is None and _large_image(getattr(model, "event_shape", None)):
             # the 1000-step reverse SDE costs ~3 s of CPU per 28x28 draw: images default to the metric sampler
-            opts = {**opts, "method": self.metric_sampler["method"],
-                    "steps": opts.get("steps") or self.metric_sampler["steps"]}
+            opts.update(method=self.metric_sampler["method"], steps=opts.get("steps") or self.metric_sampler["steps"])
         if opts.get("clip_x0") is None and clamp_range(model) is not None:
             # quantized data (images) live in data_range: clamp x̂_0 there at every step, as DDPM's recipe does; an
             # under-trained network's ε-error, times σ/α (~150 at t = 1 of the VP SDE), otherwise throws the samples
             # far outside it (docs/images.md: 91 % of the pixels of an unclamped MNIST run)
-            opts = {**opts, "clip_x0": clamp_range(model)}
-        return super().sample(model, num_samples, **opts)
+            opts["clip_x0"] = clamp_range(model)
+        return opts
 
     def log_likelihoods(self, model, x, *, trace=None, bound=None):
         lp = model.log_prob(x, trace=trace or "exact", batch_size=500)
@@ -189,18 +189,18 @@ class DDPMRecipe(Recipe):
             report["KL gap (NLL - entropy)"] = mean_stderr(dataset.log_prob(x.double()).to(lp) - lp)
         return report
 
-    def sample(self, model, num_samples: int, **opts) -> Tensor:
+    def sampler_options(self, model, opts):
+        opts = dict(opts)
         if opts.get("method") is None and _large_image(getattr(model, "event_shape", None)):
-            opts = {**opts, "method": "ddim", "steps": opts.get("steps") or LARGE_IMAGE["sample_steps"]}
+            opts.update(method="ddim", steps=opts.get("steps") or LARGE_IMAGE["sample_steps"])
         if opts.get("method") in (None, "ancestral") and opts.get("steps") is not None:
             raise ValueError("--steps applies to --method ddim or dpm-solver; ancestral sampling takes every step")
         if (clamp_range(model) is not None and opts.get("clip_x0") is None
                 and opts.get("method") in (None, "ancestral", "ddim", "dpm-solver")):
             # quantized data (images) live in data_range: clamp x̂_0 there at every step, as Ho et al. (2020) do;
             # an under-trained ε-network's error, times σ at high noise, otherwise throws samples far outside it
-            opts = {**opts, "clip_x0": clamp_range(model)}
-        with torch.no_grad():
-            return model.sample(num_samples, **opts)
+            opts["clip_x0"] = clamp_range(model)
+        return opts
 
     def describe(self, model) -> str:
         schedule = getattr(model, "_schedule_arg", None) or "custom"
