@@ -217,12 +217,16 @@ class PathDenoiser(Denoiser):
         return time_of_sigma(self.path, sigma, self.t_min, self.t_max)
 
     def _denoise(self, x: Tensor, sigma: Tensor) -> Tensor:
-        if sigma.numel() > 1 and bool((sigma == sigma[0]).all()):
-            # samplers pass one σ for the whole batch: invert the path once, not B times
-            t = self.time(sigma[:1]).expand(sigma.shape)
-        else:
-            t = self.time(sigma)
-        alpha, std = self.path.mean_scale(t), self.path.std(t)
+        # samplers pass one σ for the whole batch: invert the path and evaluate its coefficients once, not B times
+        const = sigma.numel() > 1 and bool((sigma == sigma[0]).all())
+        tc = self.time(sigma[:1] if const else sigma)
+
+        def coef(fn: Callable[[Tensor], Tensor]) -> Tensor:
+            value = fn(tc)
+            return value.expand(sigma.shape) if const else value
+
+        t = tc.expand(sigma.shape) if const else tc
+        alpha, std = coef(self.path.mean_scale), coef(self.path.std)
         x_t = append_dims(alpha, x.dim()) * x
         out = check_output_shape("model prediction", self.predict(x_t, t), x.shape)
         if self.prediction == "x0":
@@ -231,7 +235,7 @@ class PathDenoiser(Denoiser):
             return x0_from_eps(x_t, out, alpha, std)
         if self.prediction == "score":
             return x0_from_eps(x_t, eps_from_score(out, std), alpha, std)
-        return x0_from_velocity(x_t, out, alpha, std, self.path.d_mean_scale(t), self.path.d_std(t))
+        return x0_from_velocity(x_t, out, alpha, std, coef(self.path.d_mean_scale), coef(self.path.d_std))
 
 
 # ---------------------------------------------------------------------------------- exact likelihood

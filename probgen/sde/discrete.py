@@ -200,7 +200,16 @@ class DiscreteSchedule:
 
     # ------------------------------------------------------------------ continuous time
     def _on(self, t: Tensor, *tables: Tensor) -> list[Tensor]:
-        return [tab.to(device=t.device, dtype=t.dtype) for tab in tables]
+        """``tables`` in ``t``'s dtype and device, converted once per (table, dtype, device) and cached: the
+        samplers call the continuous-time methods at every step."""
+        cache = self.__dict__.setdefault("_converted", {})
+        out = []
+        for tab in tables:
+            key = (id(tab), t.dtype, t.device)
+            if key not in cache:
+                cache[key] = (tab, tab.to(device=t.device, dtype=t.dtype))  # the source kept alive: its id stays its own
+            out.append(cache[key][1])
+        return out
 
     def marginal_log_mean_coeff(self, t: Tensor) -> Tensor:
         """``log α(t)``, piecewise linear in ``t ∈ [0, 1]``; ``t: (B,) -> (B,)``."""
@@ -362,8 +371,7 @@ class DiscreteVPSDE(SDE):
     def _log_alpha_and_rate(self, t: Tensor) -> tuple[Tensor, Tensor]:
         """``(log α(t), d log α/dt)`` of the cubic interpolant; ``t: (B,)`` in ``[0, 1]``."""
         n = self.schedule.num_steps
-        y = self.schedule.log_alpha_grid.to(device=t.device, dtype=t.dtype)
-        m = self._slopes.to(device=t.device, dtype=t.dtype)
+        y, m = self.schedule._on(t, self.schedule.log_alpha_grid, self._slopes)
         k = torch.floor(t * n).long().clamp(0, n - 1)
         s = t * n - k.to(t.dtype)
         y0, y1, m0, m1 = y[k], y[k + 1], m[k] * self._h, m[k + 1] * self._h
@@ -393,8 +401,8 @@ class DiscreteVPSDE(SDE):
         decreasing, so a few Newton steps reach float precision. Clamped to ``[0, 1]``.
         """
         target = -0.5 * torch.log1p(sigma**2)
-        xp = -self.schedule.log_alpha_grid.to(device=sigma.device, dtype=sigma.dtype)
-        fp = self.schedule.t_grid.to(device=sigma.device, dtype=sigma.dtype)
+        xp, fp = self.schedule._on(sigma, self.schedule.log_alpha_grid, self.schedule.t_grid)
+        xp = -xp
         t = _interp(-target, xp, fp).clamp(0.0, 1.0)
         if self.interpolation == "linear":
             return t
