@@ -428,29 +428,42 @@ def test_an_unwritable_out_folder_is_refused_before_any_work(tmp_path, capsys, m
     assert code == 2 and "--out" in err and "is not writable" in err, err
 
 
-def test_quick_evaluation_reuses_its_probe_and_skips_a_probe_that_cannot_fit(monkeypatch):
-    """--eval quick: when 8 points already say 32 would not fit in the budget, the 32-point probe is skipped and
-    the 8-point probe's table is the evaluation (no point is scored twice)."""
-    import time
+class _TimedRecipe:
+    """A recipe whose evaluation sleeps ``fixed`` seconds (once, when ``cached_fixed_cost``; else every call) plus
+    ``per_point`` per test point, recording the points asked for."""
+
+    def __init__(self, *, fixed: float, per_point: float, cached: bool):
+        self.fixed, self.per_point, self.cached_fixed_cost = fixed, per_point, cached
+        self.calls: list[int | None] = []
+
+    def default_eval_points(self, dataset):
+        return None
+
+    def evaluate(self, model, dataset, *, num_points=None):
+        import time
+
+        if not (self.cached_fixed_cost and self.calls):
+            time.sleep(self.fixed)
+        self.calls.append(num_points)
+        time.sleep(self.per_point * (num_points or len(dataset.test)))
+        return {"n": num_points}
+
+
+def _quick_evaluation(monkeypatch, recipe, seconds):
     from types import SimpleNamespace
 
     import probgen.cli.fit as fit_cmd
 
-    calls = []
+    monkeypatch.setattr(fit_cmd, "_QUICK_EVAL_SECONDS", seconds)
+    return fit_cmd._post_fit_evaluation(recipe, None, SimpleNamespace(test=list(range(100))), "quick", progress=False)
 
-    class SlowRecipe:
-        def default_eval_points(self, dataset):
-            return None
 
-        def evaluate(self, model, dataset, *, num_points=None):
-            calls.append(num_points)
-            time.sleep(0.01 * (num_points or len(dataset.test)))
-            return {"n": num_points}
-
-    monkeypatch.setattr(fit_cmd, "_QUICK_EVAL_SECONDS", 0.1)
-    dataset = SimpleNamespace(test=list(range(100)))
-    report, what = fit_cmd._post_fit_evaluation(SlowRecipe(), None, dataset, "quick", progress=False)
-    assert calls == [8] and report == {"n": 8}
+def test_quick_evaluation_reuses_its_probe_and_skips_a_probe_that_cannot_fit(monkeypatch):
+    """--eval quick: when 8 points already say 32 would not fit in the budget, the 32-point probe is skipped and
+    the 8-point probe's table is the evaluation (no point is scored twice)."""
+    recipe = _TimedRecipe(fixed=0.0, per_point=0.01, cached=False)
+    report, what = _quick_evaluation(monkeypatch, recipe, 0.1)
+    assert recipe.calls == [8] and report == {"n": 8}
     assert "the first 8 of 100 test points" in what
 
 
@@ -458,29 +471,7 @@ def test_quick_evaluation_scores_every_point_when_a_cached_fixed_cost_is_paid(mo
     """--eval quick with a recipe whose fixed part is cached (the RBM's log Z bracket): the first probe pays it,
     the second costs only its points, and then every test point is scored — not the first 8 — because the
     points are cheap (the MNIST RBM's quick evaluation had scored 8 images after a 200 s bracket)."""
-    import time
-    from types import SimpleNamespace
-
-    import probgen.cli.fit as fit_cmd
-
-    calls, paid = [], []
-
-    class CachedRecipe:
-        cached_fixed_cost = True
-
-        def default_eval_points(self, dataset):
-            return None
-
-        def evaluate(self, model, dataset, *, num_points=None):
-            calls.append(num_points)
-            if not paid:
-                time.sleep(0.3)  # the fixed part, once: over the whole budget
-                paid.append(True)
-            time.sleep(0.0005 * (num_points or len(dataset.test)))
-            return {"n": num_points}
-
-    monkeypatch.setattr(fit_cmd, "_QUICK_EVAL_SECONDS", 0.2)
-    dataset = SimpleNamespace(test=list(range(100)))
-    report, what = fit_cmd._post_fit_evaluation(CachedRecipe(), None, dataset, "quick", progress=False)
-    assert calls == [8, 32, None] and report == {"n": None}
+    recipe = _TimedRecipe(fixed=0.3, per_point=0.0005, cached=True)  # the fixed part alone is over the budget
+    report, what = _quick_evaluation(monkeypatch, recipe, 0.2)
+    assert recipe.calls == [8, 32, None] and report == {"n": None}
     assert "100 test points (all)" in what
